@@ -1,0 +1,93 @@
+import { applyEdits, lastMember, parseGlanceJson, type JsonNode, type TextEdit } from './glance-json';
+import { ACCEPT_PATCH, isBannedToken, namedTokens, patchDialect, readOperation, type PatchDialect } from './patch-operations';
+import { canonicalEdit, normalizePropertyValue } from './property-values';
+import { findRule, findWritableRule, isReadOnlyProperty } from './rules';
+
+export interface InboundRejection {
+  status: 400 | 403 | 415;
+  /** Glance's explanation text; the HTTP layer renders it the way Glance renders errors. */
+  message: string;
+  headers?: Record<string, string>;
+}
+
+/**
+ * `body` is what to forward to Glance. `changed: false` means it is the client's text, untouched,
+ * so Glance gives its own answer, errors included.
+ */
+export type InboundResult = { ok: true; body: string; changed: boolean } | { ok: false; rejection: InboundRejection };
+
+const readOnly = (name: string): InboundRejection => ({ status: 403, message: `Attribute '${name}' is read-only.` });
+const unchanged = (body: string): InboundResult => ({ ok: true, body, changed: false });
+const rejected = (rejection: InboundRejection): InboundResult => ({ ok: false, rejection });
+
+function edited(body: string, edits: readonly TextEdit[]): InboundResult {
+  return edits.length === 0 ? unchanged(body) : { ok: true, body: applyEdits(body, edits), changed: true };
+}
+
+/** POST /v2/images. Glance reads the body as JSON whatever its Content-Type, and so does this. */
+export function normalizeCreateRequest(bodyText: string): InboundResult {
+  const document = parseGlanceJson(bodyText);
+  if (document?.kind !== 'object') return unchanged(bodyText);
+  for (const { key } of document.members) {
+    // Glance would store it as a property, and JavaScript code reading the image back could then set a prototype.
+    if (key === '__proto__') return rejected({ status: 403, message: `Attribute '${key}' is reserved.` });
+    // Glance refuses its own read-only attributes (403) before validating any value (400); so does this.
+    if (isReadOnlyProperty(key)) return rejected(readOnly(key));
+  }
+  const edits: TextEdit[] = [];
+  for (const { key, value } of document.members) {
+    const rule = findWritableRule(key);
+    if (rule === undefined || lastMember(document, key) !== value) continue;
+    const result = normalizePropertyValue(rule, value);
+    if (!result.ok) return rejected({ status: 400, message: result.message });
+    edits.push(...canonicalEdit(value, result.canonical));
+  }
+  return edited(bodyText, edits);
+}
+
+/** PATCH /v2/images/{id} (JSON-patch media types v2.0 and v2.1). */
+export function normalizePatchRequest(contentType: string | undefined, bodyText: string): InboundResult {
+  const dialect = patchDialect(contentType);
+  if (dialect === undefined) {
+    // Glance checks the media type before anything else. Without a Content-Type header, eventlet (Glance's
+    // WSGI server) reports text/plain, the default of Python's email headers.
+    const shown = contentType ?? 'text/plain';
+    return rejected({
+      status: 415,
+      message: `The request media type ${shown} is not supported by this server.`,
+      headers: { 'Accept-Patch': ACCEPT_PATCH },
+    });
+  }
+  const document = parseGlanceJson(bodyText);
+  // Glance refuses a body it cannot read, or that is not an array, before applying anything.
+  if (document?.kind !== 'array') return unchanged(bodyText);
+  const reviews = document.elements.map((raw) => reviewOperation(raw, dialect));
+  if (!reviews.some((review) => review.touchesExtension)) return unchanged(bodyText);
+  // Glance stops at the first operation it refuses; answering the same way keeps a malformed operation
+  // from hiding a later one that Glance might apply after all.
+  const refusal = reviews.find((review) => review.rejection !== undefined)?.rejection;
+  if (refusal !== undefined) return rejected(refusal);
+  return edited(bodyText, reviews.flatMap((review) => review.edits));
+}
+
+interface OperationReview {
+  touchesExtension: boolean;
+  rejection?: InboundRejection;
+  edits: TextEdit[];
+}
+
+function reviewOperation(raw: JsonNode, dialect: PatchDialect): OperationReview {
+  const tokens = namedTokens(raw);
+  const touchesExtension = tokens.some((token, index) => findRule(token) !== undefined || isBannedToken(tokens, index));
+  const read = readOperation(raw, dialect);
+  if (!read.ok) return { touchesExtension, rejection: { status: 400, message: read.message }, edits: [] };
+  const { op, path, value } = read.operation;
+  const name = path[0] ?? '';
+  if (path.length !== 1) return { touchesExtension, edits: [] };
+  if (isReadOnlyProperty(name)) return { touchesExtension, rejection: readOnly(name), edits: [] };
+  const rule = findWritableRule(name);
+  if (rule === undefined || op === 'remove' || value === undefined) return { touchesExtension, edits: [] };
+  const result = normalizePropertyValue(rule, value);
+  if (!result.ok) return { touchesExtension, rejection: { status: 400, message: result.message }, edits: [] };
+  return { touchesExtension, edits: canonicalEdit(value, result.canonical) };
+}

@@ -1,0 +1,75 @@
+import { storeRule } from './rules';
+
+export interface EnrichContext {
+  /** Glance backend id (as listed in an image's `stores`) -> store type, e.g. { fs: 'file', ceph: 'rbd' }. */
+  readonly storeTypes: Readonly<Record<string, string>>;
+}
+
+type JsonObject = { readonly [key: string]: unknown };
+
+function isJsonObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The image as Glance sent it, with `store` computed from where its data lives. StarlingX wrote `store`
+ * once, at upload; computing it on every read also covers imported images and never trusts a value a
+ * user stored. Every other field keeps Glance's order and value.
+ */
+export function enrichImage(image: unknown, ctx: EnrichContext): unknown {
+  if (!isJsonObject(image)) return image;
+  const store = derivedStore(image, ctx);
+  // fromEntries defines keys as own data properties, so a "__proto__" property stays an ordinary key.
+  const fields = Object.entries(image).filter(([key]) => key !== storeRule.name);
+  return Object.fromEntries(store === undefined ? fields : [...fields, [storeRule.name, store]]);
+}
+
+/** A list page (`{"images": [...], "first": ..., "next": ...}`) with each image enriched. */
+export function enrichImageList(body: unknown, ctx: EnrichContext): unknown {
+  if (!isJsonObject(body) || !Array.isArray(body.images)) return body;
+  const images: unknown[] = body.images;
+  return Object.fromEntries(
+    Object.entries(body).map(([key, value]) => [key, key === 'images' ? images.map((image) => enrichImage(image, ctx)) : value]),
+  );
+}
+
+/**
+ * Sources, most precise first: the schemes of `locations[].url`, then of `direct_url` (both hidden unless
+ * Glance shows them), then the backend ids in `stores` (multi-store Glance only). An image with no data
+ * yet has none of them, and no `store`.
+ */
+function derivedStore(image: JsonObject, ctx: EnrichContext): string | undefined {
+  const locations = Array.isArray(image.locations) ? (image.locations as unknown[]) : [];
+  const locationUrls = locations.map((location) => (isJsonObject(location) ? location.url : undefined));
+  const sources = [
+    locationUrls.map(urlScheme),
+    [urlScheme(image.direct_url)],
+    typeof image.stores === 'string' ? image.stores.split(',').map((id) => backendType(id.trim(), ctx)) : [],
+  ];
+  for (const candidates of sources) {
+    const types = knownTypes(candidates);
+    if (types.length > 0) return types.join(storeRule.list.separator);
+  }
+  return undefined;
+}
+
+function urlScheme(url: unknown): string | undefined {
+  if (typeof url !== 'string') return undefined;
+  const colon = url.indexOf(':');
+  return colon > 0 ? url.slice(0, colon).toLowerCase() : undefined;
+}
+
+function backendType(backendId: string, ctx: EnrichContext): string | undefined {
+  return Object.hasOwn(ctx.storeTypes, backendId) ? ctx.storeTypes[backendId] : undefined;
+}
+
+/** The table's store types among `candidates`, each once, in the order first seen. */
+function knownTypes(candidates: readonly (string | undefined)[]): string[] {
+  const types: string[] = [];
+  for (const candidate of candidates) {
+    if (candidate !== undefined && storeRule.list.values.includes(candidate) && !types.includes(candidate)) {
+      types.push(candidate);
+    }
+  }
+  return types;
+}
