@@ -1,4 +1,4 @@
-"""Paste filter that stands in for keystonemiddleware when Glance runs under test.
+"""Paste filter that stands in for keystonemiddleware in the local development and test Glance.
 
 Unless the request already says who it is (X-Identity-Status), it gets a fixed,
 confirmed identity. Glance's own ContextMiddleware then builds the same request
@@ -6,7 +6,7 @@ context it would build behind Keystone, so images get a real owner and the
 policies are the ones a Keystone user meets. A test acts as another project by
 sending X-Identity-Status: Confirmed, X-Project-Id, X-User-Id and X-Roles itself.
 
-It trusts whatever identity headers a client sends: tests only.
+It trusts whatever identity headers a client sends: development and tests only.
 """
 
 
