@@ -7,6 +7,7 @@ import { extendImageSchema, extendImagesSchema } from '../images/schema';
 import type { Logger } from '../ops/log';
 import { sendGlanceError } from './errors';
 import { originGlanceSaw, rewriteVersionsDocument } from './links';
+import { logRequestId } from './request-id';
 import type { ResponseTransform, Upstream } from './upstream';
 
 const JSON_PATCH_V21 = 'application/openstack-images-v2.1-json-patch';
@@ -37,7 +38,7 @@ export function createImageApi({ upstream, config, logger }: ImageApiDeps): expr
   const forwardChecked = (req: Request, res: Response, result: InboundResult, transform: ResponseTransform) => {
     if (!result.ok) {
       const { status, message, headers } = result.rejection;
-      logger.info('request rejected before reaching Glance', { method: req.method, path: req.originalUrl, status, reason: message });
+      logger.info('request rejected before reaching Glance', { request_id: logRequestId(req), method: req.method, path: req.originalUrl, status, reason: message });
       sendGlanceError(req, res, status, message, { headers });
       return;
     }
@@ -93,7 +94,7 @@ export function createImageApi({ upstream, config, logger }: ImageApiDeps): expr
       sendGlanceError(req, res, 415, `The request media type ${req.headers['content-type'] ?? 'application/x-www-form-urlencoded'} is not supported by this server.`);
       return;
     }
-    logger.error('request failed in the proxy', { method: req.method, path: req.originalUrl, error: err.message });
+    logger.error('request failed in the proxy', { request_id: logRequestId(req), method: req.method, path: req.originalUrl, error: err.message });
     sendGlanceError(req, res, err.status && err.status >= 400 && err.status < 500 ? err.status : 500, 'The server has either erred or is incapable of performing the requested operation.');
   });
   return app;

@@ -38,7 +38,19 @@ export function requestIdOf(req: IncomingMessage): string {
   return id;
 }
 
-/** The proxy's own id for the request, if it had to make one. */
-export function ownRequestId(req: IncomingMessage): string | undefined {
-  return ownIds.get(req);
+const upstreamIds = new WeakMap<IncomingMessage, string>();
+
+/** Remembers the id Glance gave a request the client sent without one. */
+export function recordUpstreamRequestId(req: IncomingMessage, id: string): void {
+  upstreamIds.set(req, id);
+}
+
+/**
+ * The id every log line of a request carries: the client's when it sent a valid one (Glance adopts
+ * it), else Glance's once Glance answered, else the one the proxy gave its own answer.
+ */
+export function logRequestId(req: IncomingMessage): string {
+  const client = req.headers[REQUEST_ID_HEADER];
+  if (typeof client === 'string') return client;
+  return upstreamIds.get(req) ?? requestIdOf(req);
 }

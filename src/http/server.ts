@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { ProxyConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { createImageApi } from './image-api';
-import { REQUEST_ID_HEADER, adoptClientRequestId, ownRequestId } from './request-id';
+import { REQUEST_ID_HEADER, adoptClientRequestId, logRequestId, recordUpstreamRequestId } from './request-id';
 import { classifyRoute } from './routes';
 import { createUpstream, type Upstream } from './upstream';
 
@@ -47,13 +47,12 @@ export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
       const socket = req.socket;
       const readBefore = socket.bytesRead;
       const writtenBefore = socket.bytesWritten;
-      const clientRequestId = adoptClientRequestId(req);
+      adoptClientRequestId(req);
       const route = classifyRoute(req.method, req.url, rewriteVersions);
       const { method, url } = req;
       res.once('close', () => {
-        const requestId = clientRequestId ?? upstreamRequestIds.get(req) ?? ownRequestId(req);
         logger.info('request', {
-          request_id: requestId,
+          request_id: logRequestId(req),
           method,
           path: url,
           route: route.routeClass,
@@ -82,10 +81,9 @@ export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
     socket.destroy();
   });
 
-  const upstreamRequestIds = new WeakMap<http.IncomingMessage, string>();
   upstream.onResponse((req, proxyRes) => {
     const id = proxyRes.headers[REQUEST_ID_HEADER];
-    if (typeof id === 'string') upstreamRequestIds.set(req, id);
+    if (typeof id === 'string') recordUpstreamRequestId(req, id);
   });
 
   return {

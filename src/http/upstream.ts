@@ -5,6 +5,7 @@ import type { Logger } from '../ops/log';
 import { DEFAULT_EXPLANATIONS, sendGlanceError } from './errors';
 import { originGlanceSaw, rewriteLink } from './links';
 import { pythonJson } from './python-json';
+import { logRequestId } from './request-id';
 
 /** Rewrites a parsed JSON answer of Glance; the result is what the client gets. */
 export type ResponseTransform = (body: unknown, proxyRes: http.IncomingMessage) => unknown;
@@ -86,7 +87,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       const clientGone = res.destroyed || req.destroyed && !req.complete;
       if (clientGone || res.writableEnded) return;
       const status = timedOut ? 504 : UNREACHABLE.has(err.code ?? '') ? 503 : 502;
-      logger.warn('upstream request failed', { method: req.method, path: req.url, status, error: err.code ?? err.message });
+      logger.warn('upstream request failed', { request_id: logRequestId(req), method: req.method, path: req.url, status, error: err.code ?? err.message });
       sendGlanceError(req, res, status, DEFAULT_EXPLANATIONS[status], {
         detail: status === 504 ? 'The image service did not answer in time.' : 'The image service could not be reached.',
       });
@@ -113,7 +114,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (size > options.maxJsonResponse) {
         // Too large to rewrite in memory: hand it over as Glance sent it.
         overflowed = true;
-        logger.warn('response too large to enrich, passed through', { method: req.method, path: req.url, limit: options.maxJsonResponse });
+        logger.warn('response too large to enrich, passed through', { request_id: logRequestId(req), method: req.method, path: req.url, limit: options.maxJsonResponse });
         res.writeHead(status, proxyRes.statusMessage, responseHeaders(proxyRes, true));
         for (const c of chunks) res.write(c);
         proxyRes.pipe(res);
@@ -126,7 +127,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       try {
         body = Buffer.from(pythonJson(transform(JSON.parse(original.toString('utf8')), proxyRes)));
       } catch (err) {
-        logger.warn('could not rewrite a Glance answer, passed through', { method: req.method, path: req.url, error: (err as Error).message });
+        logger.warn('could not rewrite a Glance answer, passed through', { request_id: logRequestId(req), method: req.method, path: req.url, error: (err as Error).message });
       }
       const headers = responseHeaders(proxyRes, false);
       headers.push('Content-Length', String(body.length));
