@@ -62,17 +62,21 @@ export function normalizePatchRequest(contentType: string | undefined, bodyText:
   // Glance refuses a body it cannot read, or that is not an array, before applying anything.
   if (document?.kind !== 'array') return unchanged(bodyText);
   const reviews = document.elements.map((raw) => reviewOperation(raw, dialect));
-  if (!reviews.some((review) => review.touchesExtension)) return unchanged(bodyText);
   // Glance stops at the first operation it refuses; answering the same way keeps a malformed operation
   // from hiding a later one that Glance might apply after all.
-  const refusal = reviews.find((review) => review.rejection !== undefined)?.rejection;
-  if (refusal !== undefined) return rejected(refusal);
+  const refusal = reviews.find((review) => review.rejection !== undefined);
+  // An operation Glance would crash on gets the 400 Glance means to give, whatever the patch touches.
+  if (refusal?.rejection !== undefined && refusal.glanceFails) return rejected(refusal.rejection);
+  if (!reviews.some((review) => review.touchesExtension)) return unchanged(bodyText);
+  if (refusal?.rejection !== undefined) return rejected(refusal.rejection);
   return edited(bodyText, reviews.flatMap((review) => review.edits));
 }
 
 interface OperationReview {
   touchesExtension: boolean;
   rejection?: InboundRejection;
+  /** Glance would answer this operation with a 500 rather than refuse it. */
+  glanceFails?: boolean;
   edits: TextEdit[];
 }
 
@@ -80,7 +84,9 @@ function reviewOperation(raw: JsonNode, dialect: PatchDialect): OperationReview 
   const tokens = namedTokens(raw);
   const touchesExtension = tokens.some((token, index) => findRule(token) !== undefined || isBannedToken(tokens, index));
   const read = readOperation(raw, dialect);
-  if (!read.ok) return { touchesExtension, rejection: { status: 400, message: read.message }, edits: [] };
+  if (!read.ok) {
+    return { touchesExtension, rejection: { status: 400, message: read.message }, glanceFails: read.glanceFails, edits: [] };
+  }
   const { op, path, value } = read.operation;
   const name = path[0] ?? '';
   if (path.length !== 1) return { touchesExtension, edits: [] };

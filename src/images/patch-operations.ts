@@ -39,9 +39,20 @@ export interface PatchOperation {
   readonly value: JsonNode | undefined;
 }
 
-export type ReadOperation = { ok: true; operation: PatchOperation } | { ok: false; message: string };
+/**
+ * `glanceFails`: Glance itself would not answer this refusal but fail with a 500 (a pointer that is not a
+ * string reaches `pointer.startswith('/')`, an AttributeError); the message is the 400 it means to give.
+ */
+export type ReadOperation = { ok: true; operation: PatchOperation } | { ok: false; message: string; glanceFails: boolean };
 
-class Refused extends Error {}
+class Refused extends Error {
+  constructor(
+    message: string,
+    readonly glanceFails = false,
+  ) {
+    super(message);
+  }
+}
 
 const AVAILABLE = OPERATIONS.join(', ');
 
@@ -61,7 +72,7 @@ export function readOperation(raw: JsonNode, dialect: PatchDialect): ReadOperati
     if (value === undefined) throw new Refused(`Operation "${op}" requires a member named "value".`);
     return { ok: true, operation: { op, path, value } };
   } catch (error) {
-    if (error instanceof Refused) return { ok: false, message: error.message };
+    if (error instanceof Refused) return { ok: false, message: error.message, glanceFails: error.glanceFails };
     throw error;
   }
 }
@@ -106,7 +117,7 @@ function operationV20(raw: Extract<JsonNode, { kind: 'object' }>): { op: Operati
 }
 
 function decodePointer(node: JsonNode): string[] {
-  if (node.kind !== 'string') throw new Refused(`Pointer \`${pythonStr(node)}\` does not start with "/".`);
+  if (node.kind !== 'string') throw new Refused(`Pointer \`${pythonStr(node)}\` does not start with "/".`, true);
   const pointer = node.value;
   if (!pointer.startsWith('/')) throw new Refused(`Pointer \`${pointer}\` does not start with "/".`);
   if (hasAdjacentSlashes(pointer.slice(1))) {

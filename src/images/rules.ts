@@ -16,8 +16,6 @@ export interface WritablePropertyRule extends PropertyRuleBase {
   readonly input: InputForm;
   /** The stored forms of a boolean-like property, e.g. ["True", "False"]. */
   readonly canonicalValues: readonly string[] | undefined;
-  /** The regular expression every stored integer matches. */
-  readonly canonicalPattern: string | undefined;
   /** The 400 message, with `{value}` standing for the value as the client sent it. */
   readonly invalidMessage: string;
 }
@@ -108,7 +106,6 @@ function toRule(name: string, property: TableProperty): PropertyRule {
     access: 'writable',
     input,
     canonicalValues: property.enum && Object.freeze([...property.enum]),
-    canonicalPattern: property.pattern,
     invalidMessage,
   });
 }

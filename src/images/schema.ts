@@ -13,10 +13,10 @@ function isJsonObject(value: unknown): value is JsonObject {
  *
  * python-glanceclient validates against this schema, client side, every value a user sets (warlock, on
  * image-create and image-update) and, on image-update, the whole image it read back first. So:
- * - boolean-like properties get a pattern accepting the canonical words in any letter case rather than an
- *   enum of the stored forms: `--property cache_raw=true` must reach the proxy, which stores "True", and
- *   an image still carrying StarlingX's un-normalized "true" must stay updatable;
- * - integers get the pattern of their stored form, which is what users type;
+ * - writable properties carry no constraint beyond `type: string`: a pattern or an enum would make
+ *   glanceclient refuse a value itself, printing a jsonschema dump instead of StarlingX's 400 message,
+ *   and refuse inputs the proxy accepts and normalizes (`true`, ` +400 `); the proxy judges every value,
+ *   and an image still carrying a value StarlingX once stored unchecked stays updatable;
  * - read-only fields carry no constraint beyond the table's (readOnly is an annotation to jsonschema), so
  *   an image holding them validates, and glanceclient never sends them back unless a user sets them;
  * - every property is `is_base: false`, as Glance marks schema-image.json properties, so that
@@ -48,22 +48,7 @@ function publishedProperty(rule: PropertyRule): JsonObject {
   if (rule.access === 'read-only') {
     property.readOnly = true;
     if (rule.allowedValues !== undefined) property.enum = [...rule.allowedValues];
-  } else if (rule.input === 'boolean' && rule.canonicalValues !== undefined) {
-    property.pattern = `^(?:${rule.canonicalValues.map(anyLetterCase).join('|')})$`;
-  } else if (rule.canonicalPattern !== undefined) {
-    property.pattern = rule.canonicalPattern;
   }
   property.is_base = false;
   return property;
-}
-
-/** A regular expression, valid in both Python and JavaScript, matching `word` in any letter case. */
-function anyLetterCase(word: string): string {
-  return [...word]
-    .map((char) => {
-      const lower = char.toLowerCase();
-      const upper = char.toUpperCase();
-      return lower === upper ? char.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&') : `[${upper}${lower}]`;
-    })
-    .join('');
 }

@@ -59,7 +59,7 @@ describe('request ids and logs', () => {
     expect(res.status).toBe(400);
     const id = res.header('x-openstack-request-id')!;
     expect(id).toMatch(/^req-[0-9a-f-]{36}$/);
-    await proxy.waitForLog(`"status":400`);
+    await proxy.waitForLog(new RegExp(`"message":"request".*"request_id":"${id}"`));
     const lines = logLines(proxy).filter((l) => l.request_id === id);
     expect(lines.map((l) => l.message).sort()).toEqual(['request', 'request rejected before reaching Glance']);
   });

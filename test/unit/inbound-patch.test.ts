@@ -260,3 +260,25 @@ describe("malformed operations in a PATCH that touches an extension property get
     expect(patch(body)).toMatchObject({ ok: true, changed: true });
   });
 });
+
+describe('operations Glance fails on with a 500', () => {
+  it.each([
+    ['a number', '5', 'Pointer `5` does not start with "/".'],
+    ['null', 'null', 'Pointer `None` does not start with "/".'],
+    ['an array', '["cache_raw"]', "Pointer `['cache_raw']` does not start with \"/\"."],
+    ['an object', '{"cache_raw": "True"}', "Pointer `{'cache_raw': 'True'}` does not start with \"/\"."],
+    ['a boolean', 'true', 'Pointer `True` does not start with "/".'],
+  ])('answers a path that is %s with 400 even when no extension property is involved', (_, pointer, message) => {
+    expect(patch(`[{"op": "add", "path": ${pointer}, "value": "x"}]`)).toEqual(refused(400, message));
+    expect(patch(`[{"op": "replace", "path": "/name", "value": "x"}, {"op": "remove", "path": ${pointer}}]`)).toEqual(refused(400, message));
+  });
+
+  it('answers a v2.0 pointer that is not a string with 400 too', () => {
+    expect(patch('[{"add": 5, "value": "x"}]', V20)).toEqual(refused(400, 'Pointer `5` does not start with "/".'));
+  });
+
+  it('leaves an earlier refusal of Glance to Glance', () => {
+    const body = '[{"op": "test", "path": "/name", "value": "x"}, {"op": "add", "path": 5, "value": "x"}]';
+    expect(patch(body)).toEqual(unchanged(body));
+  });
+});

@@ -24,10 +24,6 @@ function clientAccepts(image: Record<string, unknown>): boolean {
   return validate(image);
 }
 
-function patternOf(name: string): RegExp {
-  return new RegExp(extended.properties[name]?.pattern as string, 'u');
-}
-
 describe('GET /v2/schemas/image', () => {
   it("keeps every property Glance 25 declares, unchanged and first, then adds the extension's", () => {
     expect(Object.entries(extended.properties)).toEqual([
@@ -56,20 +52,18 @@ describe('GET /v2/schemas/image', () => {
     );
   });
 
-  it.each(['cache_raw', 'sw_wrs_auto_recovery'])('lets %s be typed in any letter case, as the proxy accepts it', (name) => {
-    const pattern = patternOf(name);
-    for (const accepted of ['True', 'False', 'true', 'false', 'TRUE', 'fAlSe']) expect(pattern.test(accepted)).toBe(true);
-    for (const refused of ['yes', '1', ' True', 'True ', '', 'Truee']) expect(pattern.test(refused)).toBe(false);
-    expect(extended.properties[name]).not.toHaveProperty('enum');
-  });
+  it.each(['cache_raw', 'sw_wrs_auto_recovery', 'hw_wrs_live_migration_timeout', 'hw_wrs_live_migration_max_downtime'])(
+    'declares %s without a pattern or enum, so that glanceclient sends any value on and the proxy answers it',
+    (name) => {
+      expect(extended.properties[name]).not.toHaveProperty('pattern');
+      expect(extended.properties[name]).not.toHaveProperty('enum');
+    },
+  );
 
-  it('gives the integers the pattern of their stored form', () => {
-    const timeout = patternOf('hw_wrs_live_migration_timeout');
-    for (const accepted of ['0', '120', '400', '800']) expect(timeout.test(accepted)).toBe(true);
-    for (const refused of ['119', '801', '00', '+400', '-0', '1.0']) expect(timeout.test(refused)).toBe(false);
-    const downtime = patternOf('hw_wrs_live_migration_max_downtime');
-    for (const accepted of ['100', '500', '123456789']) expect(downtime.test(accepted)).toBe(true);
-    for (const refused of ['99', '0', '0100']) expect(downtime.test(refused)).toBe(false);
+  it('lets glanceclient send every value the proxy normalizes or answers with its own message', () => {
+    for (const value of ['true', 'TRUE', ' +400 ', '0400', '119', '900', 'maybe', '']) {
+      expect(clientAccepts({ cache_raw: value, sw_wrs_auto_recovery: value, hw_wrs_live_migration_timeout: value })).toBe(true);
+    }
   });
 
   it('marks the server-owned fields read-only, with the states cache_raw_status takes', () => {
@@ -90,7 +84,7 @@ describe('GET /v2/schemas/image', () => {
       cache_raw_error: 'Not a Ceph RBD image',
     };
     expect(clientAccepts(image)).toBe(true);
-    expect(clientAccepts({ ...image, cache_raw: 'yes' })).toBe(false);
+    expect(clientAccepts({ ...image, cache_raw_status: 'Unknown' })).toBe(false);
   });
 
   it("keeps a declaration Glance already has for an extension name (an operator's schema-image.json)", () => {

@@ -44,7 +44,10 @@ async function waitForStatus(client: HttpClient, id: string, status: string): Pr
   const deadline = Date.now() + 30_000;
   for (;;) {
     const res = await client.get(`/v2/images/${id}`);
-    if (res.json().status === status || Date.now() > deadline) return res;
+    // An import makes the image active, then completes its task and only then drops the task's lock
+    // (os_glance_import_task); until then the image and its tasks are still changing.
+    const image = res.json();
+    if ((image.status === status && !('os_glance_import_task' in image)) || Date.now() > deadline) return res;
     await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -1,0 +1,207 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGlance, type RunningGlance } from '../harness/glance';
+import { HttpClient } from '../harness/http';
+import { startProxy, type RunningProxy } from '../harness/proxy';
+import { countDirect, runTag, showDirect, type Image } from './support/stx-images';
+
+/**
+ * The StarlingX properties as users meet them: Debian's python-glanceclient (`glance`) and
+ * python-openstackclient (`openstack`), through the proxy to a real Glance that ignores the dummy
+ * token (fake identity). What Glance stores is read from Glance directly.
+ */
+
+const TIMEOUT_900 = 'hw_wrs_live_migration_timeout must be a number between 120 and 800 or 0, value: 900';
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs an OpenStack CLI with a HOME of its own: glanceclient caches Glance's image schema in
+ * ~/.glanceclient and, from the second command on, dies on the cached `stores` property clashing with
+ * its own --stores option (shared/research/real-glance-behaviour.md §7).
+ */
+function runCli(command: string, args: string[]): Promise<CliResult> {
+  const home = mkdtempSync(join(tmpdir(), 'stx-cli-home-'));
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
+  // Debian's /usr/bin/python3 runs these; settings meant for another Python, or a user's cloud, must not leak in.
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('OS_') || name === 'PYTHONHOME' || name === 'PYTHONPATH') delete env[name];
+  }
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      rmSync(home, { recursive: true, force: true });
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The rows of glanceclient's `| Property | Value |` table. */
+function glanceTable(output: string): Record<string, string> {
+  const rows: Record<string, string> = {};
+  for (const line of output.split('\n')) {
+    const match = /^\| (\S+)\s+\| (.*?)\s*\|$/.exec(line);
+    if (match && match[1] !== 'Property') rows[match[1]] = match[2];
+  }
+  return rows;
+}
+
+describe('the glance and openstack CLIs through the proxy', () => {
+  let glance: RunningGlance;
+  let proxy: RunningProxy;
+  let direct: HttpClient;
+  let workDir: string;
+  let qcow2File: string;
+  const run = runTag();
+
+  const glanceCli = (...args: string[]) => runCli('/usr/bin/glance', ['--os-image-url', proxy.url, '--os-auth-token', 'dummy', ...args]);
+  const openstackCli = (...args: string[]) =>
+    runCli('/usr/bin/openstack', ['--os-auth-type', 'admin_token', '--os-endpoint', `${proxy.url}/v2`, '--os-token', 'dummy', ...args]);
+
+  beforeAll(async () => {
+    workDir = mkdtempSync(join(tmpdir(), 'stx-cli-'));
+    qcow2File = join(workDir, 'x.qcow2');
+    execFileSync('qemu-img', ['create', '-f', 'qcow2', qcow2File, '16M'], { stdio: 'ignore' });
+    glance = await startGlance();
+    proxy = await startProxy({ upstream: glance.url });
+    direct = new HttpClient(glance.url);
+  }, 90_000);
+
+  afterAll(async () => {
+    direct?.destroy();
+    await proxy?.stop();
+    await glance?.stop();
+    if (workDir) rmSync(workDir, { recursive: true, force: true });
+  });
+
+  describe('glance (python-glanceclient)', () => {
+    let id: string;
+    let createdInGlance: Image;
+
+    beforeAll(async () => {
+      const created = await glanceCli(
+        'image-create',
+        '--name', 'x',
+        '--disk-format', 'qcow2',
+        '--container-format', 'bare',
+        '--property', 'cache_raw=true',
+        '--property', 'hw_wrs_live_migration_timeout=400',
+        '--property', `stx_test_run=${run}`,
+        '--file', qcow2File,
+      );
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      id = glanceTable(created.stdout).id;
+      createdInGlance = await showDirect(direct, id);
+    });
+
+    it('image-create --property cache_raw=true stores "True" and "400" in Glance, with the data', () => {
+      expect(createdInGlance).toMatchObject({ cache_raw: 'True', hw_wrs_live_migration_timeout: '400', status: 'active', stores: 'fs' });
+    });
+
+    it('image-update --property hw_wrs_live_migration_timeout=900 fails with StarlingX\'s message and changes nothing', async () => {
+      const updated = await glanceCli('image-update', id, '--property', 'hw_wrs_live_migration_timeout=900');
+      expect(updated.code).not.toBe(0);
+      expect(updated.stderr.trim().split('\n')).toContain(`HTTP 400 Bad Request: ${TIMEOUT_900}`);
+      expect(await showDirect(direct, id)).toEqual(createdInGlance);
+    });
+
+    it('image-update --property cache_raw=maybe fails with StarlingX\'s message, not a client-side schema error', async () => {
+      const updated = await glanceCli('image-update', id, '--property', 'cache_raw=maybe');
+      expect(updated.code).not.toBe(0);
+      expect(updated.stderr.trim()).toBe('HTTP 400 Bad Request: cache_raw must be True or False, value: maybe');
+      expect(await showDirect(direct, id)).toEqual(createdInGlance);
+    });
+
+    it('image-update of a read-only field fails as for Glance\'s own read-only attributes and changes nothing', async () => {
+      const updated = await glanceCli('image-update', id, '--property', 'cache_raw_status=Cached');
+      expect(updated.code).not.toBe(0);
+      // glanceclient prints the HTML error body's text without unescaping it, for Glance's own 403s too.
+      expect(updated.stderr.trim()).toBe('HTTP 403 Forbidden: Attribute &#x27;cache_raw_status&#x27; is read-only.');
+      expect(await showDirect(direct, id)).toEqual(createdInGlance);
+    });
+
+    it('image-show prints store file', async () => {
+      const shown = await glanceCli('image-show', id);
+      expect(shown.code).toBe(0);
+      expect(glanceTable(shown.stdout)).toMatchObject({ store: 'file', cache_raw: 'True', hw_wrs_live_migration_timeout: '400' });
+    });
+
+    it('image-update with valid values in other spellings stores their canonical form', async () => {
+      const updated = await glanceCli('image-update', id, '--property', 'sw_wrs_auto_recovery=FALSE', '--property', 'hw_wrs_live_migration_max_downtime=0500');
+      expect(updated.code).toBe(0);
+      expect(glanceTable(updated.stdout)).toMatchObject({ sw_wrs_auto_recovery: 'False', hw_wrs_live_migration_max_downtime: '500', store: 'file' });
+      expect(await showDirect(direct, id)).toMatchObject({ sw_wrs_auto_recovery: 'False', hw_wrs_live_migration_max_downtime: '500' });
+    });
+
+    it('image-create with an invalid value fails with StarlingX\'s message and creates no image', async () => {
+      const before = await countDirect(direct, run);
+      const created = await glanceCli(
+        'image-create',
+        '--name', 'refused',
+        '--disk-format', 'qcow2',
+        '--container-format', 'bare',
+        '--property', 'hw_wrs_live_migration_timeout=900',
+        '--property', `stx_test_run=${run}`,
+      );
+      expect(created.code).not.toBe(0);
+      expect(created.stderr.trim()).toBe(`HTTP 400 Bad Request: ${TIMEOUT_900}`);
+      expect(await countDirect(direct, run)).toBe(before);
+    });
+  });
+
+  describe('openstack (python-openstackclient)', () => {
+    let id: string;
+    let createdInGlance: Image;
+
+    beforeAll(async () => {
+      const created = await openstackCli(
+        'image', 'create',
+        '--property', 'cache_raw=True',
+        '--property', 'hw_wrs_live_migration_timeout=0400',
+        '--property', `stx_test_run=${run}`,
+        '--disk-format', 'qcow2',
+        '--container-format', 'bare',
+        '--file', qcow2File,
+        '-f', 'json',
+        'osc-x',
+      );
+      expect(created).toMatchObject({ code: 0, stderr: '' });
+      id = JSON.parse(created.stdout).id;
+      createdInGlance = await showDirect(direct, id);
+    });
+
+    it('image create --property cache_raw=True --file stores "True" (and a timeout of 0400 as "400") in Glance', () => {
+      expect(createdInGlance).toMatchObject({ cache_raw: 'True', hw_wrs_live_migration_timeout: '400', status: 'active', stores: 'fs' });
+    });
+
+    it('image set --property hw_wrs_live_migration_timeout=900 fails with a 400 carrying StarlingX\'s message and changes nothing', async () => {
+      const set = await openstackCli('--debug', 'image', 'set', '--property', 'hw_wrs_live_migration_timeout=900', id);
+      expect(set.code).toBe(1);
+      expect(set.stderr).toContain(`BadRequestException: 400: Client Error for url: ${proxy.url}/v2/images/${id}`);
+      // openstacksdk sends this PATCH with an empty Accept header, so the 400 comes as text/plain (as Glance's
+      // own errors do), and openstacksdk prints the body of JSON and HTML errors only; the message is in the
+      // answer the CLI received.
+      const answer = set.stderr.slice(set.stderr.indexOf('RESP: [400]'));
+      expect(answer).toMatch(/^RESP: \[400\] .*Content-Type: text\/plain; charset=UTF-8/);
+      expect(answer).toContain(`RESP BODY: 400 Bad Request\n\n${TIMEOUT_900}`);
+      expect(await showDirect(direct, id)).toEqual(createdInGlance);
+    });
+
+    it('image show -f json shows store file', async () => {
+      const shown = await openstackCli('image', 'show', '-f', 'json', id);
+      expect(shown.code).toBe(0);
+      expect(JSON.parse(shown.stdout).properties).toMatchObject({ store: 'file', cache_raw: 'True', hw_wrs_live_migration_timeout: '400' });
+    });
+  });
+});
