@@ -1,0 +1,617 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
+import { ConfigError, type RawCacheConfig } from '../../config/load';
+import type { Logger } from '../../ops/log';
+import type { ClaimedJob, ConsumeOptions, JobQueue, QueueHealth, RawCacheJob, TriggerReason } from '../types';
+import {
+  DEFAULT_CONFIRM_TIMEOUT_MS,
+  JobSettlement,
+  QueueUnavailableError,
+  checkEnqueueArguments,
+  defaultRetryDelayMs,
+  isTriggerReason,
+  type JobQueueOptions,
+  type Settlement,
+} from './common';
+
+/*
+ * The RabbitMQ job queue: proxies publish, workers on any host consume.
+ *
+ * Topology (all durable, declared by every process on every connection; nothing with x-expires):
+ * - `<amqp_queue>.<n>` for n < amqp_partitions: the jobs. An image always goes to the same
+ *   partition (FNV-1a of its id). Each is declared with x-single-active-consumer.
+ * - `<amqp_queue>.delay` (headers exchange) and `<amqp_queue>.delay.<T>s` queues: retries waiting
+ *   out their delay. A copy carries a per-message expiration and keeps the partition as its
+ *   routing key; when it expires it is dead-lettered through the default exchange straight back
+ *   to that partition. RabbitMQ only expires messages at the head of a queue, so one delay queue
+ *   would make a 5 s retry wait behind a 600 s one: delays are grouped in power-of-two tiers
+ *   (T/2 < delay <= T seconds), which bounds the wait to less than twice the delay asked for.
+ *
+ * Never two jobs for one image at once:
+ * 1. every job of an image is in one partition queue;
+ * 2. a single-active-consumer queue delivers to one consumer only, and gives the partition to
+ *    another consumer only when that one is cancelled or its channel or connection closes;
+ * 3. a worker keeps its consumers until the handlers it runs have settled (stopConsuming closes
+ *    the channel last), so a second worker cannot receive the partition while the first works;
+ * 4. inside the one process that holds the partition, jobs of one image run one after the other
+ *    (a second delivery waits for the first to settle; more deliveries coalesce into it).
+ * The one gap is the one every lease has: if a worker's connection dies (network cut, missed
+ * heartbeats) while a handler runs, the broker requeues its jobs and another worker may start
+ * the image while the first is still converting. Heartbeats (15 s) bound how long a dead worker
+ * holds its partitions.
+ *
+ * RabbitMQ has no in-place coalescing: triggers for one image are separate messages. A worker
+ * merges those it holds at once (the oldest message carries the merged job, the others are
+ * acked), so with prefetch = concurrency a burst of triggers runs the image once or twice.
+ *
+ * Operators: the StarlingX platform broker installs the policy `all_queues_ttl` (pattern `.*`,
+ * expires 4 h), which deletes any queue unused for 4 h together with its messages: delay queues
+ * are never consumed and partition queues are idle whenever no worker runs. Exempt these queues
+ * with a policy of higher priority matching `^<amqp_queue>\.`, or give the raw cache a vhost of
+ * its own. Keep "notifications" out of the name (StarlingX caps such queues at 10 000 messages).
+ */
+
+const HEARTBEAT_SECONDS = 15;
+const CONNECT_TIMEOUT_MS = 5_000;
+const RECONNECT_INITIAL_MS = 250;
+const RECONNECT_MAX_MS = 5_000;
+const HEALTH_TIMEOUT_MS = 5_000;
+/** Longest retry a delay queue tier holds without the head-of-line bound (about 18 h). */
+const MAX_DELAY_TIER_SECONDS = 2 ** 16;
+/** Header the delay exchange routes on; headers starting with x- are ignored by headers exchanges. */
+const DELAY_TIER_HEADER = 'stx-delay-tier';
+/** When a retry cannot be published, the job is held this long at most before it goes back to its queue. */
+const RETRY_FAILURE_HOLD_MAX_MS = 5_000;
+
+/** The partition of an image: FNV-1a (32 bits) of its lower-cased id, modulo the partition count. */
+export function partitionOf(imageId: string, partitions: number): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(imageId.toLowerCase(), 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % partitions;
+}
+
+/** The delay tier (seconds, a power of two) of a retry delay. */
+export function delayTierSeconds(delayMs: number): number {
+  let tier = 1;
+  while (tier * 1000 < delayMs && tier < MAX_DELAY_TIER_SECONDS) tier *= 2;
+  return tier;
+}
+
+function parseJob(content: Buffer): RawCacheJob {
+  const value = JSON.parse(content.toString('utf8')) as Partial<RawCacheJob>;
+  if (typeof value?.imageId !== 'string' || value.imageId.length === 0) throw new Error('no image id');
+  if (!isTriggerReason(value.reason)) throw new Error(`unknown reason ${JSON.stringify(value.reason)}`);
+  const attempts = Number.isInteger(value.attempts) && (value.attempts as number) >= 0 ? (value.attempts as number) : 0;
+  const enqueuedAt = typeof value.enqueuedAt === 'string' && !Number.isNaN(Date.parse(value.enqueuedAt)) ? value.enqueuedAt : new Date().toISOString();
+  return { imageId: value.imageId, reason: value.reason, attempts, enqueuedAt };
+}
+
+/** Two triggers for one image as one job: the earliest enqueuedAt, the latest reason, attempts from 0. */
+function coalesce(older: RawCacheJob, newer: RawCacheJob): RawCacheJob {
+  const enqueuedAt = Date.parse(newer.enqueuedAt) < Date.parse(older.enqueuedAt) ? newer.enqueuedAt : older.enqueuedAt;
+  return { imageId: older.imageId, reason: newer.reason, attempts: 0, enqueuedAt };
+}
+
+/** The broker's address for logs and errors, without credentials. */
+function describeUrl(url: URL): string {
+  const vhost = decodeURIComponent(url.pathname.replace(/^\//, '')) || '/';
+  return `${url.hostname}:${url.port || (url.protocol === 'amqps:' ? 5671 : 5672)} vhost ${vhost}`;
+}
+
+function quietly(action: () => Promise<unknown> | unknown): Promise<void> {
+  try {
+    return Promise.resolve(action()).then(
+      () => undefined,
+      () => undefined,
+    );
+  } catch {
+    return Promise.resolve();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+interface Delivery {
+  channel: Channel;
+  message: ConsumeMessage;
+  job: RawCacheJob;
+}
+
+/** The jobs of one image this process holds: at most one running and one waiting (which absorbs the others). */
+interface ImageSlot {
+  running?: Delivery;
+  waiting?: Delivery;
+}
+
+export class AmqpJobQueue implements JobQueue {
+  readonly backend = 'amqp' as const;
+  private readonly url: string;
+  private readonly where: string;
+  private readonly partitionQueues: string[];
+  private readonly delayExchange: string;
+  private readonly retryDelayMs: (attempts: number) => number;
+  private readonly confirmTimeoutMs: number;
+
+  private connection: ChannelModel | undefined;
+  private publisher: ConfirmChannel | undefined;
+  private consumer: Channel | undefined;
+  private consumerStarting: Promise<void> | undefined;
+  private connecting = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectAttempt = 0;
+  private lastError = 'not connected yet';
+  private blockedReason: string | undefined;
+  /** Message ids the broker returned as unroutable; their confirm follows the return. */
+  private readonly returned = new Set<string>();
+  private declaredDelayTiers = new Set<number>();
+
+  private handler: ((job: ClaimedJob) => Promise<void>) | undefined;
+  private concurrency = 0;
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+  private readonly images = new Map<string, ImageSlot>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private closing = false;
+
+  constructor(
+    private readonly config: RawCacheConfig['queue'],
+    private readonly logger: Logger,
+    options: JobQueueOptions = {},
+  ) {
+    if (!config.amqp_url) throw new ConfigError("config: rawcache.queue.amqp_url is required when rawcache.queue.backend is 'amqp'");
+    let url: URL;
+    try {
+      url = new URL(config.amqp_url);
+    } catch {
+      // Not echoed: the URL holds the password.
+      throw new ConfigError('config: rawcache.queue.amqp_url is not a valid URL');
+    }
+    if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:') throw new ConfigError('config: rawcache.queue.amqp_url must be an amqp:// or amqps:// URL');
+    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(HEARTBEAT_SECONDS));
+    this.url = url.toString();
+    this.where = describeUrl(url);
+    this.partitionQueues = Array.from({ length: config.amqp_partitions }, (_, n) => `${config.amqp_queue}.${n}`);
+    this.delayExchange = `${config.amqp_queue}.delay`;
+    this.retryDelayMs = options.retryDelayMs ?? defaultRetryDelayMs;
+    this.confirmTimeoutMs = options.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS;
+  }
+
+  /**
+   * Connects once and resolves, connected or not: a broker that is down (or refuses the
+   * credentials) is retried in the background with backoff, health() reports it, and enqueue
+   * rejects at once until the connection is back.
+   */
+  async start(): Promise<void> {
+    await this.connectOnce();
+  }
+
+  /** The partition queue of an image. */
+  queueFor(imageId: string): string {
+    return this.partitionQueues[partitionOf(imageId, this.partitionQueues.length)];
+  }
+
+  /**
+   * Resolves once the broker confirmed the persistent message. Rejects with a
+   * QueueUnavailableError at once while the broker is unreachable or blocks publishers (no
+   * buffering: a job held in this process's memory would not be durable), when the broker nacks
+   * it or has no queue to route it to, or when no confirm comes within the confirm timeout.
+   */
+  async enqueue(imageId: string, reason: TriggerReason): Promise<void> {
+    checkEnqueueArguments(imageId, reason);
+    if (this.closing) throw new QueueUnavailableError('raw-cache queue is closed');
+    const job: RawCacheJob = { imageId, reason, attempts: 0, enqueuedAt: new Date().toISOString() };
+    try {
+      await this.publish('', this.queueFor(imageId), job, {});
+    } catch (err) {
+      throw new QueueUnavailableError(`${(err as Error).message}; the raw-cache job for image ${imageId} was not queued`);
+    }
+  }
+
+  async consume(handler: (job: ClaimedJob) => Promise<void>, options: ConsumeOptions): Promise<void> {
+    if (this.closing) throw new Error('raw-cache queue is closed');
+    if (this.handler) throw new Error('raw-cache queue: consume() was called twice');
+    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
+      throw new RangeError(`raw-cache queue: concurrency must be a positive integer, not ${options.concurrency}`);
+    }
+    this.handler = handler;
+    this.concurrency = options.concurrency;
+    this.stopping = false;
+    this.stopped = undefined;
+    const connection = this.connection;
+    if (!connection) {
+      this.logger.warn('raw-cache queue: RabbitMQ is not reachable yet; jobs will be delivered once it is', {
+        broker: this.where,
+        error: this.lastError,
+      });
+      return;
+    }
+    try {
+      await this.ensureConsumer(connection);
+    } catch (err) {
+      this.logger.warn('raw-cache queue: cannot start consuming; reconnecting', { broker: this.where, error: (err as Error).message });
+      void quietly(() => connection.close());
+    }
+  }
+
+  stopConsuming(): Promise<void> {
+    if (!this.handler) return this.stopped ?? Promise.resolve();
+    this.stopping = true;
+    this.stopped ??= (async () => {
+      await this.consumerStarting?.catch(() => undefined);
+      while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+      // Only now may another worker's consumer become active on these partitions. Jobs delivered
+      // here but not started go back to their queues when the channel closes.
+      const channel = this.consumer;
+      this.consumer = undefined;
+      for (const [imageId, slot] of this.images) {
+        slot.waiting = undefined;
+        if (!slot.running) this.images.delete(imageId);
+      }
+      if (channel) await quietly(() => channel.close());
+      this.handler = undefined;
+    })();
+    return this.stopped;
+  }
+
+  async health(): Promise<QueueHealth> {
+    const connection = this.connection;
+    if (!connection) return { ok: false, detail: `not connected to RabbitMQ at ${this.where}: ${this.lastError}` };
+    if (this.blockedReason) return { ok: false, detail: `RabbitMQ at ${this.where} blocks publishers: ${this.blockedReason}` };
+    let timer: NodeJS.Timeout | undefined;
+    let channel: Channel | undefined;
+    try {
+      const depth = await Promise.race([
+        (async () => {
+          channel = await connection.createChannel();
+          channel.on('error', () => undefined);
+          let total = 0;
+          for (const queue of this.partitionQueues) total += (await channel.checkQueue(queue)).messageCount;
+          return total;
+        })(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS);
+        }),
+      ]);
+      return { ok: true, depth };
+    } catch (err) {
+      return { ok: false, detail: `RabbitMQ at ${this.where}: ${(err as Error).message}` };
+    } finally {
+      clearTimeout(timer);
+      const opened = channel as Channel | undefined;
+      if (opened) void quietly(() => opened.close());
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    await this.stopConsuming();
+    const connection = this.connection;
+    this.connection = undefined;
+    this.publisher = undefined;
+    if (connection) await quietly(() => connection.close());
+  }
+
+  private async connectOnce(): Promise<void> {
+    if (this.closing || this.connecting || this.connection) return;
+    this.connecting = true;
+    let connection: ChannelModel | undefined;
+    try {
+      connection = await connect(this.url, {
+        timeout: CONNECT_TIMEOUT_MS,
+        clientProperties: { connection_name: `stx-glance-proxy raw-cache queue ${hostname()}:${process.pid}` },
+      });
+      const opened = connection;
+      opened.on('error', (err: Error) => {
+        this.lastError = err.message;
+      });
+      opened.on('close', (err?: Error) => this.onConnectionLost(opened, err));
+      opened.on('blocked', (reason: string) => {
+        this.blockedReason = reason || 'resource alarm';
+        this.logger.warn('raw-cache queue: RabbitMQ blocks publishers', { broker: this.where, reason: this.blockedReason });
+      });
+      opened.on('unblocked', () => {
+        this.blockedReason = undefined;
+        this.logger.info('raw-cache queue: RabbitMQ accepts publishers again', { broker: this.where });
+      });
+      const publisher = await opened.createConfirmChannel();
+      this.watchChannel(opened, publisher, () => this.publisher === publisher);
+      publisher.on('return', (message: ConsumeMessage) => this.onReturned(message));
+      await this.declareTopology(publisher);
+      if (this.closing) {
+        await quietly(() => opened.close());
+        return;
+      }
+      this.connection = opened;
+      this.publisher = publisher;
+      this.declaredDelayTiers = new Set();
+      this.lastError = '';
+      if (this.reconnectAttempt > 0) this.logger.info('raw-cache queue: reconnected to RabbitMQ', { broker: this.where });
+      this.reconnectAttempt = 0;
+      await this.ensureConsumer(opened);
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      if (connection && this.connection === connection) {
+        // Connected but could not start consuming: start over on a fresh connection.
+        this.logger.warn('raw-cache queue: cannot start consuming; reconnecting', { broker: this.where, error: this.lastError });
+        const current = connection;
+        void quietly(() => current.close());
+      } else {
+        if (connection) {
+          const failed = connection;
+          void quietly(() => failed.close());
+        }
+        this.scheduleReconnect();
+      }
+    } finally {
+      this.connecting = false;
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closing || this.reconnectTimer) return;
+    const attempt = ++this.reconnectAttempt;
+    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_INITIAL_MS * 2 ** (attempt - 1));
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    const level = attempt === 1 || attempt % 10 === 0 ? 'warn' : 'debug';
+    this.logger.log(level, 'raw-cache queue: RabbitMQ unreachable; retrying', {
+      broker: this.where,
+      error: this.lastError,
+      attempt,
+      retry_in_ms: delay,
+    });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.connectOnce();
+    }, delay);
+  }
+
+  private onConnectionLost(connection: ChannelModel, err: Error | undefined): void {
+    if (this.connection !== connection) return;
+    this.connection = undefined;
+    this.publisher = undefined;
+    this.consumer = undefined;
+    this.blockedReason = undefined;
+    this.returned.clear();
+    this.lastError = err?.message ?? 'connection closed';
+    if (this.closing) return;
+    this.logger.warn('raw-cache queue: lost the connection to RabbitMQ; reconnecting', { broker: this.where, error: this.lastError });
+    // Jobs delivered on that connection and not started are back in their queues.
+    for (const [imageId, slot] of this.images) {
+      slot.waiting = undefined;
+      if (!slot.running) this.images.delete(imageId);
+    }
+    this.scheduleReconnect();
+  }
+
+  /** A channel the broker closes (a failed declaration, an unknown delivery tag) takes the connection with it, to start clean. */
+  private watchChannel(connection: ChannelModel, channel: Channel, isCurrent: () => boolean): void {
+    channel.on('error', (err: Error) => {
+      this.lastError = err.message;
+    });
+    channel.on('close', () => {
+      if (!isCurrent() || this.closing) return;
+      this.logger.warn('raw-cache queue: RabbitMQ closed a channel; reconnecting', { broker: this.where, error: this.lastError });
+      void quietly(() => connection.close());
+    });
+  }
+
+  private async declareTopology(channel: Channel): Promise<void> {
+    await channel.assertExchange(this.delayExchange, 'headers', { durable: true });
+    for (const queue of this.partitionQueues) {
+      await channel.assertQueue(queue, { durable: true, arguments: { 'x-single-active-consumer': true } });
+    }
+  }
+
+  private async ensureDelayTier(tier: number): Promise<void> {
+    if (this.declaredDelayTiers.has(tier)) return;
+    const channel = this.publisher;
+    if (!channel) throw new QueueUnavailableError(`RabbitMQ at ${this.where} is not connected (${this.lastError})`);
+    const queue = `${this.config.amqp_queue}.delay.${tier}s`;
+    await channel.assertQueue(queue, { durable: true, arguments: { 'x-dead-letter-exchange': '' } });
+    await channel.bindQueue(queue, this.delayExchange, '', { 'x-match': 'all', [DELAY_TIER_HEADER]: String(tier) });
+    if (this.publisher === channel) this.declaredDelayTiers.add(tier);
+  }
+
+  private onReturned(message: ConsumeMessage): void {
+    const id = message.properties.messageId;
+    if (id !== undefined && id !== null) this.returned.add(String(id));
+    this.logger.error('raw-cache queue: RabbitMQ had no queue for a job; declaring the queues again', {
+      broker: this.where,
+      routing_key: message.fields.routingKey,
+    });
+    this.declaredDelayTiers = new Set();
+    const channel = this.publisher;
+    if (channel) {
+      this.declareTopology(channel).catch((err: Error) => this.logger.error('raw-cache queue: cannot declare the queues', { error: err.message }));
+    }
+  }
+
+  private publish(exchange: string, routingKey: string, job: RawCacheJob, extra: Options.Publish): Promise<void> {
+    const channel = this.publisher;
+    if (!channel || !this.connection) {
+      return Promise.reject(new QueueUnavailableError(`RabbitMQ at ${this.where} is not connected (${this.lastError || 'connection lost'})`));
+    }
+    if (this.blockedReason) {
+      return Promise.reject(new QueueUnavailableError(`RabbitMQ at ${this.where} blocks publishers (${this.blockedReason})`));
+    }
+    const messageId = randomUUID();
+    return new Promise<void>((resolve, reject) => {
+      let done = false;
+      const finish = (err?: Error): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.returned.delete(messageId);
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(
+        () => finish(new QueueUnavailableError(`RabbitMQ at ${this.where} did not confirm within ${this.confirmTimeoutMs} ms`)),
+        this.confirmTimeoutMs,
+      );
+      try {
+        channel.publish(
+          exchange,
+          routingKey,
+          Buffer.from(JSON.stringify(job)),
+          {
+            persistent: true,
+            mandatory: true,
+            messageId,
+            contentType: 'application/json',
+            timestamp: Math.floor(Date.now() / 1000),
+            appId: 'stx-glance-proxy',
+            ...extra,
+          },
+          (err: unknown) => {
+            if (err) {
+              finish(new QueueUnavailableError(`RabbitMQ at ${this.where} did not take the job (${(err as Error)?.message ?? 'nack'})`));
+            } else if (this.returned.has(messageId)) {
+              finish(
+                new QueueUnavailableError(
+                  `RabbitMQ at ${this.where} has no queue ${routingKey}: it was deleted (by an expiry policy such as StarlingX's all_queues_ttl?)`,
+                ),
+              );
+            } else {
+              finish();
+            }
+          },
+        );
+      } catch (err) {
+        finish(new QueueUnavailableError(`RabbitMQ at ${this.where}: cannot publish (${(err as Error).message})`));
+      }
+    });
+  }
+
+  private ensureConsumer(connection: ChannelModel): Promise<void> {
+    if (!this.handler || this.stopping || this.consumer || this.connection !== connection) return Promise.resolve();
+    this.consumerStarting ??= this.startConsumer(connection).finally(() => {
+      this.consumerStarting = undefined;
+    });
+    return this.consumerStarting;
+  }
+
+  private async startConsumer(connection: ChannelModel): Promise<void> {
+    const channel = await connection.createChannel();
+    this.watchChannel(connection, channel, () => this.consumer === channel);
+    // global: one limit for the channel, shared by the consumers of every partition.
+    await channel.prefetch(this.concurrency, true);
+    if (this.connection !== connection || this.stopping || !this.handler) {
+      await quietly(() => channel.close());
+      return;
+    }
+    this.consumer = channel;
+    for (const queue of this.partitionQueues) {
+      await channel.consume(queue, (message) => this.onDelivery(channel, message), { noAck: false });
+    }
+  }
+
+  private onDelivery(channel: Channel, message: ConsumeMessage | null): void {
+    if (message === null) {
+      // The broker cancelled the consumer: its queue was deleted. Reconnecting declares it again.
+      this.logger.error('raw-cache queue: RabbitMQ cancelled a consumer (queue deleted?); reconnecting', { broker: this.where });
+      const connection = this.connection;
+      if (connection && this.consumer === channel) void quietly(() => connection.close());
+      return;
+    }
+    if (channel !== this.consumer) return;
+    let job: RawCacheJob;
+    try {
+      job = parseJob(message.content);
+    } catch (err) {
+      this.logger.error('raw-cache queue: dropping a message that is not a raw-cache job', {
+        queue: message.fields.routingKey,
+        error: (err as Error).message,
+      });
+      void quietly(() => channel.ack(message));
+      return;
+    }
+    let slot = this.images.get(job.imageId);
+    if (!slot) {
+      slot = {};
+      this.images.set(job.imageId, slot);
+    }
+    if (slot.waiting && slot.waiting.channel === channel) {
+      // The older message carries both; it is still unacked, so nothing is lost if we die now.
+      slot.waiting.job = coalesce(slot.waiting.job, job);
+      void quietly(() => channel.ack(message));
+    } else {
+      slot.waiting = { channel, message, job };
+    }
+    this.pump(job.imageId);
+  }
+
+  /** Starts the waiting job of an image when none of its jobs runs. */
+  private pump(imageId: string): void {
+    const slot = this.images.get(imageId);
+    if (!slot) return;
+    if (!slot.running && slot.waiting && this.handler && !this.stopping) {
+      const delivery = slot.waiting;
+      slot.waiting = undefined;
+      slot.running = delivery;
+      const settlement = new JobSettlement(delivery.job, (s) => this.settle(delivery, s));
+      const done: Promise<void> = settlement.run(this.handler, this.retryDelayMs, this.logger).finally(() => {
+        this.inFlight.delete(done);
+        slot.running = undefined;
+        this.pump(imageId);
+      });
+      this.inFlight.add(done);
+    }
+    if (!slot.running && !slot.waiting) this.images.delete(imageId);
+  }
+
+  private async settle(delivery: Delivery, settlement: Settlement): Promise<void> {
+    const { channel, message, job } = delivery;
+    // The consumer channel stays open until stopConsuming has seen every handler settle.
+    const live = (): boolean => this.consumer === channel;
+    const acknowledge = (action: () => void): void => {
+      try {
+        if (!live()) throw new Error('channel gone');
+        action();
+      } catch {
+        this.lostJob(job, settlement);
+      }
+    };
+    if (settlement.kind === 'complete') return acknowledge(() => channel.ack(message));
+    if (settlement.kind === 'release') return acknowledge(() => channel.nack(message, false, true));
+    if (!live()) return this.lostJob(job, settlement);
+    try {
+      await this.publishRetry({ ...job, attempts: job.attempts + (settlement.countAttempt ? 1 : 0) }, settlement.delayMs);
+    } catch (err) {
+      this.logger.error('raw-cache queue: cannot schedule a retry; the job goes back to its queue', {
+        image_id: job.imageId,
+        error: (err as Error).message,
+      });
+      // Held a while so that a broker refusing publishes does not turn into a tight redelivery loop.
+      if (!this.stopping) await sleep(Math.min(settlement.delayMs, RETRY_FAILURE_HOLD_MAX_MS));
+      if (live()) await quietly(() => channel.nack(message, false, true));
+      throw err;
+    }
+    // Confirmed first, acked second: a crash in between runs the job twice, never zero times.
+    acknowledge(() => channel.ack(message));
+  }
+
+  private lostJob(job: RawCacheJob, settlement: Settlement): void {
+    this.logger.warn('raw-cache queue: the connection a job came on is gone; RabbitMQ delivers it again', {
+      image_id: job.imageId,
+      settlement: settlement.kind,
+    });
+  }
+
+  private async publishRetry(job: RawCacheJob, delayMs: number): Promise<void> {
+    const queue = this.queueFor(job.imageId);
+    if (delayMs <= 0) return this.publish('', queue, job, {});
+    const tier = delayTierSeconds(delayMs);
+    await this.ensureDelayTier(tier);
+    return this.publish(this.delayExchange, queue, job, { expiration: String(delayMs), headers: { [DELAY_TIER_HEADER]: String(tier) } });
+  }
+}

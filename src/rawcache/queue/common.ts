@@ -1,0 +1,112 @@
+import type { Logger } from '../../ops/log';
+import type { ClaimedJob, RawCacheJob, RetryOptions, TriggerReason } from '../types';
+
+/** Options both backends share; none is needed in production (the defaults follow the config schema). */
+export interface JobQueueOptions {
+  /**
+   * Delay before a job whose handler threw (or returned without settling it) runs again, from the
+   * attempts it had. Default: 5 s doubling per attempt, at most 600 s (rawcache.worker defaults).
+   */
+  retryDelayMs?: (attempts: number) => number;
+  /** SQLite: how often an idle consumer looks for due jobs. Default 250 ms. */
+  pollIntervalMs?: number;
+  /** AMQP: how long `enqueue` waits for the broker's confirm before it rejects. Default 10 s. */
+  confirmTimeoutMs?: number;
+}
+
+export const DEFAULT_POLL_INTERVAL_MS = 250;
+export const DEFAULT_CONFIRM_TIMEOUT_MS = 10_000;
+
+export function defaultRetryDelayMs(attempts: number): number {
+  return Math.min(600, 5 * 2 ** attempts) * 1000;
+}
+
+/**
+ * The queue cannot record or hand out jobs right now (broker unreachable, database unusable).
+ * The caller decides: the proxy logs and lets the reconciler find the image later.
+ */
+export class QueueUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueueUnavailableError';
+  }
+}
+
+export const TRIGGER_REASONS: readonly TriggerReason[] = ['upload', 'import', 'update', 'delete', 'reconcile', 'operator'];
+
+export function isTriggerReason(value: unknown): value is TriggerReason {
+  return typeof value === 'string' && (TRIGGER_REASONS as readonly string[]).includes(value);
+}
+
+export function checkEnqueueArguments(imageId: string, reason: TriggerReason): void {
+  if (typeof imageId !== 'string' || imageId.length === 0 || imageId.length > 255) {
+    throw new TypeError(`raw-cache job: image id must be a non-empty string of at most 255 characters`);
+  }
+  if (!isTriggerReason(reason)) throw new TypeError(`raw-cache job: unknown trigger reason '${String(reason)}'`);
+}
+
+/** How a claimed job ends, as the backend applies it. */
+export type Settlement = { kind: 'complete' } | { kind: 'retry'; delayMs: number; countAttempt: boolean } | { kind: 'release' };
+
+/**
+ * Wraps a job for the handler: only the first of complete/retry/release counts (a second call
+ * rejects), and `settled` tells the runner whether the handler left the job open.
+ */
+export class JobSettlement {
+  private outcome: Promise<void> | undefined;
+
+  constructor(
+    private readonly job: RawCacheJob,
+    private readonly apply: (settlement: Settlement) => Promise<void>,
+  ) {}
+
+  get settled(): boolean {
+    return this.outcome !== undefined;
+  }
+
+  /** Resolves when the settlement the handler chose has been applied (or failed). */
+  get applied(): Promise<void> {
+    return (this.outcome ?? Promise.resolve()).catch(() => undefined);
+  }
+
+  claimed(): ClaimedJob {
+    const settle = (settlement: Settlement): Promise<void> => {
+      if (this.outcome) {
+        return Promise.reject(new Error(`raw-cache job for image ${this.job.imageId} was already settled`));
+      }
+      this.outcome = this.apply(settlement);
+      return this.outcome;
+    };
+    return {
+      ...this.job,
+      complete: () => settle({ kind: 'complete' }),
+      retry: (delayMs: number, options?: RetryOptions) =>
+        settle({ kind: 'retry', delayMs: Math.max(0, Math.round(Number(delayMs) || 0)), countAttempt: options?.countAttempt ?? true }),
+      release: () => settle({ kind: 'release' }),
+    };
+  }
+
+  /**
+   * Runs the handler and settles what it left open: a throw, or a return without settling, is a
+   * retry with the default backoff (jobs are idempotent, so running again is always safe).
+   */
+  async run(handler: (job: ClaimedJob) => Promise<void>, retryDelayMs: (attempts: number) => number, logger: Logger): Promise<void> {
+    const claimed = this.claimed();
+    const log = { image_id: this.job.imageId, reason: this.job.reason, attempts: this.job.attempts };
+    try {
+      await handler(claimed);
+      if (!this.settled) {
+        logger.warn('raw-cache handler returned without settling its job; retrying it', log);
+        await claimed.retry(retryDelayMs(this.job.attempts)).catch(() => undefined);
+      }
+    } catch (err) {
+      if (this.settled) {
+        logger.error('raw-cache handler failed after settling its job', { ...log, error: (err as Error).message });
+      } else {
+        logger.warn('raw-cache handler failed; retrying the job', { ...log, error: (err as Error).message });
+        await claimed.retry(retryDelayMs(this.job.attempts)).catch(() => undefined);
+      }
+    }
+    await this.applied;
+  }
+}
