@@ -15,7 +15,7 @@ packages_of() {
   case "$1" in
     glance) echo glance-api python3-glanceclient python3-openstackclient qemu-utils curl ;;
     bench) echo nginx-light wrk ;;
-    ceph) echo ceph-mon ceph-mgr ceph-osd ceph-common ;;
+    ceph) echo ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra ;;
     rabbitmq) echo rabbitmq-server ;;
     keystone) echo keystone ;;
     *) return 1 ;;

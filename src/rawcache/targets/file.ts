@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Logger } from '../../ops/log';
+import { throwIfAborted } from '../exec';
+import { RawCacheError, type RawCopyTarget } from '../types';
+import { allocatedBytes, convertToRaw, ensureRoom, filesystemFreeBytes, type ConvertSource } from './convert';
+import { assertImageId, fileNames, idsFromNames } from './names';
+
+/**
+ * Raw copies as `<dir>/<id>.raw` (cache_raw_url `file://<dir>/<id>.raw`). A write goes to
+ * `<id>.raw.partial-<random>`, is fsynced, then renamed: a `<id>.raw` is always complete, and a
+ * crash leaves only a partial that list() reports for the sweep to remove.
+ */
+export class FileRawCopyTarget implements RawCopyTarget {
+  readonly kind = 'file';
+  readonly dir: string;
+
+  constructor(
+    dir: string,
+    private readonly logger: Logger,
+  ) {
+    this.dir = resolve(dir);
+  }
+
+  urlFor(imageId: string): string {
+    return pathToFileURL(this.copyPath(imageId)).href;
+  }
+
+  /**
+   * Converts `source` into the copy. A complete copy already there (same size) is kept: Glance
+   * image data never changes, so it is the same bytes.
+   */
+  async write(imageId: string, source: ConvertSource, signal: AbortSignal): Promise<{ url: string; size: number }> {
+    const finalPath = this.copyPath(imageId);
+    const url = this.urlFor(imageId);
+    throwIfAborted(signal, 'raw copy');
+    await mkdir(this.dir, { recursive: true });
+    const existing = await stat(finalPath).catch(() => undefined);
+    if (existing?.isFile() && existing.size === source.virtualSize) {
+      this.logger.info('raw copy already present', { imageId, url });
+      return { url, size: existing.size };
+    }
+    ensureRoom(await filesystemFreeBytes(this.dir), await allocatedBytes(source.path), `the raw copy directory ${this.dir}`);
+
+    const partial = join(this.dir, fileNames.partial(imageId, randomBytes(6).toString('hex')));
+    try {
+      await convertToRaw(source, partial, signal);
+      const size = (await stat(partial)).size;
+      if (size !== source.virtualSize) {
+        throw new RawCacheError(`the raw copy has ${size} bytes where the image's virtual size is ${source.virtualSize}: refused`, true);
+      }
+      await fsyncPath(partial);
+      throwIfAborted(signal, 'raw copy');
+      await rename(partial, finalPath);
+      await fsyncPath(this.dir);
+      this.logger.info('raw copy written', { imageId, url, size });
+      return { url, size };
+    } catch (error) {
+      await rm(partial, { force: true });
+      throw asWriteError(error, this.dir);
+    }
+  }
+
+  async exists(imageId: string): Promise<boolean> {
+    const stats = await stat(this.copyPath(imageId)).catch(() => undefined);
+    return stats?.isFile() ?? false;
+  }
+
+  async remove(imageId: string): Promise<void> {
+    assertImageId(imageId);
+    const names = [fileNames.copy(imageId), ...(await this.entries()).filter((name) => name.startsWith(`${imageId}.raw.partial-`))];
+    for (const name of names) await rm(join(this.dir, name), { force: true });
+    if (names.length > 1) this.logger.info('raw copy leftovers removed', { imageId, count: names.length - 1 });
+  }
+
+  async list(): Promise<string[]> {
+    return idsFromNames(await this.entries(), fileNames.pattern);
+  }
+
+  async freeBytes(): Promise<number | undefined> {
+    return filesystemFreeBytes(this.dir);
+  }
+
+  private copyPath(imageId: string): string {
+    assertImageId(imageId);
+    return join(this.dir, fileNames.copy(imageId));
+  }
+
+  private async entries(): Promise<string[]> {
+    try {
+      return await readdir(this.dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  }
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function asWriteError(error: unknown, dir: string): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new RawCacheError(`no space left in ${dir} for the raw copy; will retry`, false);
+  if (typeof code === 'string') return new RawCacheError(`writing the raw copy in ${dir} failed: ${(error as Error).message}`, false);
+  return error;
+}

@@ -1,0 +1,392 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Logger } from '../../ops/log';
+import { runCommand, stderrSummary, throwIfAborted, type RunResult } from '../exec';
+import { RawCacheError, type RawCopyTarget } from '../types';
+import { allocatedBytes, convertToRaw, ensureRoom, type ConvertSource } from './convert';
+import { assertImageId, idsFromNames, rbdNames } from './names';
+
+/**
+ * Raw copies in Ceph RBD, as StarlingX made them: image `<pool>/<id>_raw` with a protected
+ * snapshot `snap` (so Cinder can clone volumes from it), cache_raw_url `rbd://<fsid>/<pool>/<id>_raw/snap`.
+ *
+ * A write goes to `<id>_raw_partial`, gets its snapshot created and protected, and only then is
+ * renamed to `<id>_raw`: an image under the final name is always complete. Every command runs as
+ * `--id <user> --conf <ceph_conf>`.
+ */
+
+export const RAW_SNAPSHOT = 'snap';
+
+export interface RbdTargetOptions {
+  pool: string;
+  /** Ceph client name without 'client.'. */
+  user: string;
+  cephConf: string;
+  /**
+   * How data gets into RBD. qemu-rbd: qemu-img writes to `rbd:` directly (needs Debian's
+   * qemu-block-extra). import: qemu-img writes a sparse raw file next to the source, then
+   * `rbd import`. auto (default): qemu-rbd when qemu-img has the rbd driver.
+   */
+  writeMode?: 'auto' | 'qemu-rbd' | 'import';
+  /** Wall-clock limit of the short rbd/ceph commands (ls, info, snap, rename, df). */
+  commandTimeoutMs?: number;
+  /** Wall-clock limit of `rbd rm` and `rbd snap purge`, which delete every object of a copy. */
+  removeTimeoutMs?: number;
+}
+
+interface SnapshotInfo {
+  name: string;
+  protected: boolean;
+}
+
+const NAME = /^[A-Za-z0-9_.-]+$/;
+const DEFAULT_COMMAND_TIMEOUT_MS = 120_000;
+const DEFAULT_REMOVE_TIMEOUT_MS = 30 * 60_000;
+
+export class RbdRawCopyTarget implements RawCopyTarget {
+  readonly kind = 'rbd';
+  readonly pool: string;
+  readonly user: string;
+  readonly cephConf: string;
+  private fsid: string | undefined;
+  private fsidFromCluster: Promise<string> | undefined;
+  private qemuHasRbd: Promise<boolean> | undefined;
+  private readonly writeMode: 'auto' | 'qemu-rbd' | 'import';
+  private readonly commandTimeoutMs: number;
+  private readonly removeTimeoutMs: number;
+
+  constructor(
+    options: RbdTargetOptions,
+    private readonly logger: Logger,
+  ) {
+    if (!NAME.test(options.pool)) throw new Error(`rawcache.target.rbd_pool '${options.pool}' is not a valid pool name`);
+    if (!NAME.test(options.user)) throw new Error(`rawcache.target.rbd_user '${options.user}' is not a valid Ceph client name (without 'client.')`);
+    this.pool = options.pool;
+    this.user = options.user;
+    this.cephConf = options.cephConf;
+    this.writeMode = options.writeMode ?? 'auto';
+    this.commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    this.removeTimeoutMs = options.removeTimeoutMs ?? DEFAULT_REMOVE_TIMEOUT_MS;
+    this.fsid = fsidInConf(this.cephConf);
+  }
+
+  /**
+   * Needs the cluster fsid: from ceph.conf's `fsid` when it has one, else learned by the first
+   * async call (see clusterFsid); before that it throws.
+   */
+  urlFor(imageId: string): string {
+    assertImageId(imageId);
+    if (this.fsid === undefined) {
+      throw new Error(`the Ceph fsid is not known yet (${this.cephConf} has no fsid); call clusterFsid() first`);
+    }
+    return `rbd://${this.fsid}/${this.pool}/${rbdNames.copy(imageId)}/${RAW_SNAPSHOT}`;
+  }
+
+  /** The cluster's fsid as `ceph fsid` reports it, asked once (a failure is not remembered). */
+  clusterFsid(): Promise<string> {
+    this.fsidFromCluster ??= this.ceph(['fsid', '--format', 'json']).then(
+      (result) => {
+        const fsid = parseJson<{ fsid?: unknown }>(this.check(result, 'ceph fsid'), 'ceph fsid').fsid;
+        if (typeof fsid !== 'string' || fsid === '') throw new RawCacheError('ceph fsid printed no fsid', false);
+        if (this.fsid !== undefined && this.fsid !== fsid) {
+          this.logger.warn('ceph.conf names another fsid than the cluster; using the cluster one', { conf: this.fsid, cluster: fsid });
+        }
+        this.fsid = fsid;
+        return fsid;
+      },
+      (error: unknown) => {
+        this.fsidFromCluster = undefined;
+        throw error;
+      },
+    );
+    return this.fsidFromCluster;
+  }
+
+  /**
+   * Converts `source` into `<id>_raw@snap`. A complete copy already there (protected `snap`, same
+   * size) is kept: Glance image data never changes, and a copy with clones could not be replaced
+   * anyway. An incomplete one (no protected snapshot: a crashed StarlingX import) is replaced.
+   */
+  async write(imageId: string, source: ConvertSource, signal: AbortSignal): Promise<{ url: string; size: number }> {
+    assertImageId(imageId);
+    throwIfAborted(signal, 'raw copy');
+    const finalName = rbdNames.copy(imageId);
+    const partialName = rbdNames.partial(imageId);
+    await this.clusterFsid();
+
+    const existing = await this.describe(finalName);
+    if (existing !== null) {
+      if (existing.complete && existing.size === source.virtualSize) {
+        this.logger.info('raw copy already present', { imageId, url: this.urlFor(imageId) });
+        return { url: this.urlFor(imageId), size: existing.size };
+      }
+      this.logger.warn('replacing a raw copy that is incomplete or not of the image size', { imageId, image: `${this.pool}/${finalName}`, size: existing.size });
+      await this.removeImage(finalName, false);
+    }
+    await this.removeImage(partialName, true);
+    ensureRoom(await this.freeBytes(), await allocatedBytes(source.path), `Ceph pool ${this.pool}`);
+
+    let size: number;
+    try {
+      if (await this.writesThroughQemu()) {
+        // -W: out-of-order writes, about twice as fast into RBD (no ordering is needed for a new image).
+        await convertToRaw(source, this.qemuSpec(partialName), signal, ['-W']);
+      } else {
+        await this.importViaFile(imageId, source, partialName, signal);
+      }
+      throwIfAborted(signal, 'raw copy');
+      size = (await this.describe(partialName))?.size ?? -1;
+      if (size !== source.virtualSize) {
+        throw new RawCacheError(`the raw copy has ${size} bytes where the image's virtual size is ${source.virtualSize}: refused`, true);
+      }
+      const snapSpec = `${this.pool}/${partialName}@${RAW_SNAPSHOT}`;
+      this.check(await this.rbd(['snap', 'create', '--no-progress', snapSpec], signal), `rbd snap create ${snapSpec}`);
+      this.check(await this.rbd(['snap', 'protect', snapSpec], signal), `rbd snap protect ${snapSpec}`);
+      throwIfAborted(signal, 'raw copy');
+      this.check(
+        await this.rbd(['rename', `${this.pool}/${partialName}`, `${this.pool}/${finalName}`], signal),
+        `rbd rename ${this.pool}/${partialName}`,
+      );
+    } catch (error) {
+      await this.removeImage(partialName, true).catch((cleanupError: unknown) =>
+        this.logger.warn('could not remove a partial raw copy; the sweep will retry', {
+          imageId,
+          image: `${this.pool}/${partialName}`,
+          error: (cleanupError as Error).message,
+        }),
+      );
+      throw error;
+    }
+    const url = this.urlFor(imageId);
+    this.logger.info('raw copy written', { imageId, url, size });
+    return { url, size };
+  }
+
+  /** True when `<id>_raw` exists with its protected snapshot: a complete copy. */
+  async exists(imageId: string): Promise<boolean> {
+    assertImageId(imageId);
+    return (await this.describe(rbdNames.copy(imageId)))?.complete ?? false;
+  }
+
+  /**
+   * Removes `<id>_raw` (unprotect, purge snapshots, rm) and any `<id>_raw_partial`. Succeeds when
+   * there is none. Fails (transiently) while volumes cloned from the copy still exist.
+   */
+  async remove(imageId: string): Promise<void> {
+    assertImageId(imageId);
+    let failure: unknown;
+    try {
+      await this.removeImage(rbdNames.copy(imageId), false);
+    } catch (error) {
+      failure = error;
+    }
+    await this.removeImage(rbdNames.partial(imageId), true);
+    if (failure !== undefined) throw failure;
+  }
+
+  async list(): Promise<string[]> {
+    const result = this.check(await this.rbd(['ls', '--pool', this.pool, '--format', 'json']), `rbd ls ${this.pool}`);
+    const names = parseJson<unknown>(result, 'rbd ls');
+    if (!Array.isArray(names)) throw new RawCacheError('rbd ls printed something that is not a list', false);
+    return idsFromNames(names.filter((name): name is string => typeof name === 'string'), rbdNames.pattern);
+  }
+
+  /** The pool's MAX AVAIL from `ceph df detail`, lowered to what its byte quota leaves; undefined when Ceph cannot tell. */
+  async freeBytes(): Promise<number | undefined> {
+    try {
+      const df = parseJson<{ pools?: Array<{ name?: string; stats?: { max_avail?: number; quota_bytes?: number; stored?: number } }> }>(
+        this.check(await this.ceph(['df', 'detail', '--format', 'json']), 'ceph df'),
+        'ceph df',
+      );
+      const stats = df.pools?.find((pool) => pool.name === this.pool)?.stats;
+      if (typeof stats?.max_avail !== 'number') return undefined;
+      // The quota counts what clients stored (before replication), as `stored` does.
+      if (typeof stats.quota_bytes === 'number' && stats.quota_bytes > 0) {
+        return Math.max(0, Math.min(stats.max_avail, stats.quota_bytes - (stats.stored ?? 0)));
+      }
+      return stats.max_avail;
+    } catch (error) {
+      this.logger.debug('free space of the Ceph pool unknown', { pool: this.pool, error: (error as Error).message });
+      return undefined;
+    }
+  }
+
+  /** `rbd:<pool>/<image>:id=<user>:conf=<path>`, with qemu's backslash escapes for ':' and '\'. */
+  qemuSpec(imageName: string): string {
+    const escape = (text: string): string => text.replace(/[\\:]/g, (c) => `\\${c}`);
+    return `rbd:${this.pool}/${imageName}:id=${this.user}:conf=${escape(this.cephConf)}`;
+  }
+
+  /**
+   * Whether qemu-img can write to `rbd:` targets. `qemu-img --help` lists rbd even when Debian's
+   * qemu-block-extra (block-rbd.so) is missing, so ask the driver itself: without it qemu-img
+   * answers "Unknown driver 'rbd'", with it "Parameter 'pool' is missing".
+   */
+  private writesThroughQemu(): Promise<boolean> {
+    if (this.writeMode !== 'auto') return Promise.resolve(this.writeMode === 'qemu-rbd');
+    this.qemuHasRbd ??= runCommand('qemu-img', ['info', '--image-opts', 'driver=rbd'], { timeoutMs: 30_000 }).then((result) => {
+      const has = !/Unknown (driver|protocol) 'rbd'/.test(result.stderr);
+      this.logger.info(has ? 'qemu-img writes raw copies into RBD directly' : 'qemu-img has no rbd driver: raw copies go through a local file and rbd import', {});
+      return has;
+    });
+    return this.qemuHasRbd;
+  }
+
+  private async importViaFile(imageId: string, source: ConvertSource, partialName: string, signal: AbortSignal): Promise<void> {
+    // Beside the source, in the worker's work dir: that space was sized for this image already.
+    const temporary = join(dirname(source.path), `${imageId}.raw-import.${randomBytes(6).toString('hex')}`);
+    try {
+      await convertToRaw(source, temporary, signal);
+      // rbd import skips zeroed blocks by default (--sparse-size 4K): the RBD image stays sparse.
+      const spec = `${this.pool}/${partialName}`;
+      const result = await this.rbd(['import', '--no-progress', '--image-format', '2', temporary, spec], signal, 0);
+      this.check(result, `rbd import ${spec}`);
+    } finally {
+      await rm(temporary, { force: true });
+    }
+  }
+
+  /** Size and completeness of an RBD image, or null when it does not exist. */
+  private async describe(imageName: string): Promise<{ size: number; complete: boolean } | null> {
+    const spec = `${this.pool}/${imageName}`;
+    const info = await this.rbd(['info', '--format', 'json', spec]);
+    if (isMissing(info)) return null;
+    const size = parseJson<{ size?: unknown }>(this.check(info, `rbd info ${spec}`), 'rbd info').size;
+    const snapshots = await this.snapshots(imageName);
+    if (snapshots === null) return null;
+    return {
+      size: typeof size === 'number' ? size : -1,
+      complete: snapshots.some((snap) => snap.name === RAW_SNAPSHOT && snap.protected),
+    };
+  }
+
+  private async snapshots(imageName: string): Promise<SnapshotInfo[] | null> {
+    const spec = `${this.pool}/${imageName}`;
+    const result = await this.rbd(['snap', 'ls', '--format', 'json', spec]);
+    if (isMissing(result)) return null;
+    const list = parseJson<unknown>(this.check(result, `rbd snap ls ${spec}`), 'rbd snap ls');
+    if (!Array.isArray(list)) return [];
+    return list.map((entry: { name?: unknown; protected?: unknown }) => ({
+      name: String(entry.name),
+      // rbd prints "true"/"false" as strings here.
+      protected: entry.protected === true || entry.protected === 'true',
+    }));
+  }
+
+  /**
+   * Unprotects and purges the snapshots, then removes the image; nothing to do when it is missing.
+   * `ownedPartial`: the image is one of our partial copies, which only our writer ever opens. A
+   * writer killed mid-copy leaves its watch and exclusive lock behind for the OSD's watch timeout
+   * (30 s), during which snapshot and remove calls wait; its address is blocklisted first, as
+   * librbd itself does to break a dead owner's lock.
+   */
+  private async removeImage(imageName: string, ownedPartial: boolean): Promise<void> {
+    const spec = `${this.pool}/${imageName}`;
+    if (ownedPartial) {
+      await this.breakStaleClients(spec).catch((error: unknown) =>
+        this.logger.warn('could not look for stale clients of a partial raw copy', { image: spec, error: (error as Error).message }),
+      );
+    }
+    const snapshots = await this.snapshots(imageName);
+    if (snapshots === null) return;
+    for (const snap of snapshots.filter((s) => s.protected)) {
+      const result = await this.rbd(['snap', 'unprotect', `${spec}@${snap.name}`]);
+      if (result.code === 0 || isMissing(result) || /not protected/i.test(result.stderr)) continue;
+      if (/Device or resource busy|\(16\)|child/i.test(result.stderr)) {
+        throw new RawCacheError(
+          `the raw copy ${spec}@${snap.name} has clones (volumes created from it): flatten or delete them, then it can be removed`,
+          false,
+        );
+      }
+      this.check(result, `rbd snap unprotect ${spec}@${snap.name}`);
+    }
+    if (snapshots.length > 0) {
+      const purge = await this.rbd(['snap', 'purge', '--no-progress', spec], undefined, this.removeTimeoutMs);
+      if (!isMissing(purge)) this.check(purge, `rbd snap purge ${spec}`);
+    }
+    const removal = await this.rbd(['rm', '--no-progress', spec], undefined, this.removeTimeoutMs);
+    if (isMissing(removal)) return;
+    if (/still has watchers/i.test(removal.stderr)) {
+      throw new RawCacheError(`${spec} is still open by a client (it has watchers); will retry`, false);
+    }
+    this.check(removal, `rbd rm ${spec}`);
+    this.logger.info('rbd image removed', { image: spec });
+  }
+
+  private async breakStaleClients(spec: string): Promise<void> {
+    const addresses = new Set<string>();
+    const status = await this.rbd(['status', '--format', 'json', spec]);
+    if (isMissing(status)) return;
+    const watchers = parseJson<{ watchers?: Array<{ address?: unknown }> }>(this.check(status, `rbd status ${spec}`), 'rbd status').watchers ?? [];
+    for (const watcher of watchers) if (typeof watcher.address === 'string') addresses.add(watcher.address);
+    const locks = await this.rbd(['lock', 'ls', '--format', 'json', spec]);
+    if (locks.code === 0) {
+      const parsed = parseJson<unknown>(locks, 'rbd lock ls');
+      const entries = Array.isArray(parsed) ? parsed : Object.values((parsed ?? {}) as Record<string, unknown>);
+      for (const entry of entries as Array<{ address?: unknown }>) if (typeof entry?.address === 'string') addresses.add(entry.address);
+    }
+    for (const address of addresses) {
+      this.logger.info('blocklisting the client left on a partial raw copy', { image: spec, address });
+      let result = await this.ceph(['osd', 'blocklist', 'add', address]);
+      // Ceph before 16 (Pacific) names the command "blacklist".
+      if (result.code !== 0 && /invalid command|unrecognized/i.test(result.stderr)) result = await this.ceph(['osd', 'blacklist', 'add', address]);
+      if (result.code !== 0) {
+        // Not fatal: the removal then waits out the OSD's watch timeout instead.
+        this.logger.warn('could not blocklist a stale client; removal waits for its watch to time out', { image: spec, address, error: stderrSummary(result) });
+      }
+    }
+  }
+
+  private rbd(args: string[], signal?: AbortSignal, timeoutMs: number = this.commandTimeoutMs): Promise<RunResult> {
+    return this.run('rbd', args, signal, timeoutMs);
+  }
+
+  private ceph(args: string[], signal?: AbortSignal): Promise<RunResult> {
+    return this.run('ceph', ['--connect-timeout', String(Math.ceil(this.commandTimeoutMs / 2000)), ...args], signal, this.commandTimeoutMs);
+  }
+
+  private async run(command: 'rbd' | 'ceph', args: string[], signal: AbortSignal | undefined, timeoutMs: number): Promise<RunResult> {
+    try {
+      return await runCommand(command, ['--id', this.user, '--conf', this.cephConf, ...args], {
+        signal,
+        ...(timeoutMs > 0 ? { timeoutMs } : {}),
+      });
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw error;
+      throw new RawCacheError(`${command} could not run: ${(error as Error).message}`, false);
+    }
+  }
+
+  /** The result when it succeeded; otherwise a transient RawCacheError with the command's own words. */
+  private check(result: RunResult, what: string): RunResult {
+    if (result.code === 0) return result;
+    const why = result.timedOut ? `no answer from Ceph within ${Math.round(this.commandTimeoutMs / 1000)} s` : stderrSummary(result);
+    throw new RawCacheError(`${what} failed: ${why}`, false);
+  }
+}
+
+function isMissing(result: RunResult): boolean {
+  return result.code !== 0 && /No such file or directory|\(2\)/.test(result.stderr);
+}
+
+function parseJson<T>(result: RunResult, what: string): T {
+  try {
+    return JSON.parse(result.stdout) as T;
+  } catch {
+    throw new RawCacheError(`${what} printed something that is not JSON`, false);
+  }
+}
+
+/** `fsid = <uuid>` from a ceph.conf (any section: client confs keep it in [global]), if readable. */
+export function fsidInConf(confPath: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(confPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const match = /^\s*fsid\s*=\s*([0-9a-fA-F-]{36})\s*$/m.exec(text);
+  return match?.[1].toLowerCase();
+}

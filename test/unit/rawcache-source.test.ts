@@ -1,0 +1,154 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { fetchVerifiedSource, nodeHashName, type ImageDataRecord } from '../../src/rawcache/source';
+import { RawCacheError } from '../../src/rawcache/types';
+
+const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
+const data = randomBytes(1024 * 1024 + 17);
+const md5 = createHash('md5').update(data).digest('hex');
+const sha512 = createHash('sha512').update(data).digest('hex');
+
+function record(overrides: Partial<ImageDataRecord> = {}): ImageDataRecord {
+  return { imageId: IMAGE_ID, checksum: md5, osHashAlgo: 'sha512', osHashValue: sha512, size: data.length, ...overrides };
+}
+
+/** The data in 64 KiB chunks, optionally failing or stalling after `cutAt` bytes. */
+function chunks(bytes: Buffer, cutAt?: number, how: 'end' | 'error' | 'stall' = 'end'): () => Readable {
+  return () =>
+    Readable.from(
+      (async function* generate() {
+        const limit = cutAt ?? bytes.length;
+        for (let offset = 0; offset < limit; offset += 64 * 1024) yield bytes.subarray(offset, Math.min(limit, offset + 64 * 1024));
+        if (how === 'error') throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        if (how === 'stall') await new Promise(() => undefined);
+      })(),
+    );
+}
+
+describe('fetchVerifiedSource', () => {
+  let workDir: string;
+  const never = (): AbortSignal => new AbortController().signal;
+
+  beforeEach(async () => {
+    workDir = await mkdtemp(join(tmpdir(), 'stx-source-'));
+  });
+  afterEach(async () => {
+    await rm(workDir, { recursive: true, force: true });
+  });
+
+  async function failure(promise: Promise<unknown>): Promise<RawCacheError> {
+    const error = await promise.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RawCacheError);
+    return error as RawCacheError;
+  }
+
+  test("writes the bytes to <workDir>/<id>.src.<random>, proven against Glance's sha512 os_hash_value", async () => {
+    const source = await fetchVerifiedSource(record(), chunks(data), workDir, never());
+    expect(source.path).toMatch(new RegExp(`^${workDir}/${IMAGE_ID}\\.src\\.[0-9a-f]+$`));
+    expect(source).toMatchObject({ bytes: data.length, verifiedBy: 'os_hash_value' });
+    expect((await readFile(source.path)).equals(data)).toBe(true);
+    expect((await stat(source.path)).mode & 0o777).toBe(0o600);
+  });
+
+  test('uses the md5 checksum when there is no os_hash_value', async () => {
+    const source = await fetchVerifiedSource(record({ osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never());
+    expect(source.verifiedBy).toBe('checksum');
+  });
+
+  test('uses the md5 checksum when Node cannot compute the os_hash_algo', async () => {
+    const source = await fetchVerifiedSource(record({ osHashAlgo: 'whirlpool-9000' }), chunks(data), workDir, never());
+    expect(source.verifiedBy).toBe('checksum');
+  });
+
+  test('checks only the size when Glance recorded no hash', async () => {
+    const source = await fetchVerifiedSource(record({ checksum: null, osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never());
+    expect(source.verifiedBy).toBe('size');
+  });
+
+  test('a checksum mismatch is a transient error and leaves no file behind', async () => {
+    const bad = record({ osHashAlgo: null, osHashValue: null, checksum: 'd41d8cd98f00b204e9800998ecf8427e' });
+    const error = await failure(fetchVerifiedSource(bad, chunks(data), workDir, never()));
+    expect(error.permanent).toBe(false);
+    expect(error.message).toMatch(/does not match its checksum \(md5\).*will retry/);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('an os_hash_value mismatch is a transient error and leaves no file behind', async () => {
+    const corrupted = Buffer.from(data);
+    corrupted[1000] ^= 0xff;
+    const error = await failure(fetchVerifiedSource(record(), chunks(corrupted), workDir, never()));
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/os_hash_value \(sha512\)/) });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('a truncated download is a transient error and leaves no file behind', async () => {
+    const error = await failure(fetchVerifiedSource(record(), chunks(data, 300_000), workDir, never()));
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/got 300000 bytes where Glance recorded size \d+ \(a truncated download\)/) });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('a source that sends more than the recorded size is stopped and cleaned up', async () => {
+    const error = await failure(fetchVerifiedSource(record({ size: 1000 }), chunks(data), workDir, never()));
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/more than the 1000 bytes/) });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('a connection reset mid-download is transient and cleaned up', async () => {
+    const error = await failure(fetchVerifiedSource(record(), chunks(data, 200_000, 'error'), workDir, never()));
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/socket hang up/) });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('an abort mid-download rejects with an AbortError, aborts the source and removes the file', async () => {
+    const controller = new AbortController();
+    let sourceSignal: AbortSignal | undefined;
+    const fetching = fetchVerifiedSource(
+      record(),
+      (signal) => {
+        sourceSignal = signal;
+        return chunks(data, 200_000, 'stall')();
+      },
+      workDir,
+      controller.signal,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await readdir(workDir)).length).toBe(1);
+    controller.abort(new Error('worker stopping'));
+    await expect(fetching).rejects.toMatchObject({ name: 'AbortError' });
+    expect(sourceSignal?.aborted).toBe(true);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('refuses to start when the work dir cannot hold the image, before writing anything', async () => {
+    const error = await failure(fetchVerifiedSource(record({ size: 2 ** 53 - 1 }), chunks(data), workDir, never()));
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/the work dir .* free, the download needs .*will retry/) });
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('refuses an id that is not a UUID before building any path', async () => {
+    const error = await failure(fetchVerifiedSource(record({ imageId: '../../etc/passwd' }), chunks(data), workDir, never()));
+    expect(error.permanent).toBe(true);
+  });
+});
+
+describe('nodeHashName', () => {
+  test.each([
+    ['sha512', 'sha512'],
+    ['sha256', 'sha256'],
+    ['sha3_512', 'sha3-512'],
+    ['blake2b', 'blake2b512'],
+    ['md5', 'md5'],
+  ])('maps hashlib %s to node:crypto %s', (hashlib, node) => {
+    expect(nodeHashName(hashlib)).toBe(node);
+  });
+
+  test('answers null for an algorithm Node does not have', () => {
+    expect(nodeHashName('whirlpool-9000')).toBeNull();
+  });
+});
