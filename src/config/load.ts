@@ -13,6 +13,55 @@ export interface ProxyConfig {
   limits: { max_json_request: number; max_json_response: number };
   store_types: Record<string, 'file' | 'rbd'>;
   log: { level: 'error' | 'warn' | 'info' | 'debug' };
+  rawcache: RawCacheConfig;
+  /** The worker's own Keystone identity; null when Glance runs without Keystone. */
+  service_auth: ServiceAuthConfig | null;
+  health: { disable_by_file: string | null };
+  metrics: { enabled: boolean; worker_listen: string | null };
+}
+
+export interface RawCacheConfig {
+  enabled: boolean;
+  glance_url: string | null;
+  queue: {
+    backend: 'sqlite' | 'amqp';
+    sqlite_path: string;
+    amqp_url: string | null;
+    amqp_queue: string;
+    amqp_partitions: number;
+    lease_seconds: number;
+  };
+  target: { kind: 'file' | 'rbd'; file_dir: string; rbd_pool: string; rbd_user: string; ceph_conf: string };
+  worker: {
+    concurrency: number;
+    work_dir: string;
+    max_attempts: number;
+    retry_base_seconds: number;
+    retry_max_seconds: number;
+    reconcile_interval_seconds: number;
+    stuck_after_seconds: number;
+  };
+}
+
+/**
+ * How the raw-cache worker authenticates to Keystone (src/auth/keystone.ts): username and password
+ * scoped to a project, or an application credential.
+ */
+export interface ServiceAuthConfig {
+  auth_url: string;
+  username?: string;
+  password?: string;
+  user_domain_name: string;
+  user_domain_id?: string;
+  project_name?: string;
+  project_domain_name: string;
+  project_domain_id?: string;
+  application_credential_id?: string;
+  application_credential_secret?: string;
+  region_name: string | null;
+  interface: 'public' | 'internal' | 'admin';
+  /** Find Glance in the token's catalog instead of rawcache.glance_url / upstream. */
+  glance_from_catalog: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -27,6 +76,10 @@ export const ENV_OVERRIDES: Record<string, string> = {
   STX_GLANCE_PROXY_UPSTREAM: 'upstream',
   STX_GLANCE_PROXY_PUBLIC_URL: 'public_url',
   STX_GLANCE_PROXY_LOG_LEVEL: 'log.level',
+  STX_GLANCE_PROXY_WORKER_LISTEN: 'metrics.worker_listen',
+  // Secrets of the worker's service identity, so that they need not sit in the file.
+  STX_GLANCE_PROXY_SERVICE_PASSWORD: 'service_auth.password',
+  STX_GLANCE_PROXY_SERVICE_APPLICATION_CREDENTIAL_SECRET: 'service_auth.application_credential_secret',
 };
 
 type Tree = Record<string, unknown>;
