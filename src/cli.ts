@@ -1,15 +1,24 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type ProxyConfig } from './config/load';
-import { startLocalGlance, stackInstructions, type LocalStack } from './dev/stack';
+import { startLocalGlance, stackInstructions, startStackWorker, type LocalStack } from './dev/stack';
 import { createProxy } from './http/server';
-import { createLogger } from './ops/log';
+import { createLogger, type Logger } from './ops/log';
+import { Metrics } from './ops/metrics';
+import { sweep } from './rawcache/reconciler';
+import { glanceUrlFor, openQueue, openRawCacheRuntime } from './rawcache/runtime';
+import { createHealth, glanceCheck, queueCheck } from './ops/health';
+import { startOpsServer } from './ops/ops-server';
+import { createRawCacheTrigger } from './rawcache/trigger';
+import { RawCacheWorker } from './rawcache/worker';
 
 const USAGE = `usage: stx-glance-proxy <command> [options]
 
 commands:
   serve     run the proxy in front of Glance
-  stack     run the proxy; with no upstream configured, also a local real Glance (development)
+  worker    run raw-cache conversions (and the periodic sweep) until SIGTERM
+  reconcile sweep once: requeue images whose raw copy is missing, stuck or orphaned
+  stack     run the proxy; with no upstream configured, also a local real Glance and a worker
 
 options (serve, stack):
   --upstream URL     the real Glance API (e.g. http://127.0.0.1:19292)
@@ -39,28 +48,36 @@ function configFrom(values: Record<string, string | boolean | undefined>): Proxy
   });
 }
 
+/** Stops on SIGTERM/SIGINT: `stop` finishes the work, then the log is flushed and the process exits 0. */
+function onTermination(logger: Logger, stop: (signal: string) => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    void stop(signal).then(() => {
+      logger.info('stopped');
+      logger.on('finish', () => process.exit(0));
+      logger.end();
+    });
+  };
+  process.on('SIGTERM', () => handler('SIGTERM'));
+  process.on('SIGINT', () => handler('SIGINT'));
+}
+
 /** Runs the proxy until SIGTERM/SIGINT, then lets requests in flight finish within the grace. */
 async function runProxy(config: ProxyConfig, onStopped: () => Promise<void> = async () => undefined): Promise<string> {
   const logger = createLogger(config.log.level);
-  const proxy = createProxy(config, logger);
+  const queue = config.rawcache.enabled ? await openQueue(config, logger) : undefined;
+  const metrics = config.metrics.enabled ? new Metrics('proxy') : undefined;
+  const proxy = createProxy(config, logger, { queue, metrics, rawCache: queue && createRawCacheTrigger(queue, logger) });
   const { host, port } = await proxy.listen();
   logger.info('listening', { address: `${host}:${port}`, upstream: config.upstream, public_url: config.public_url });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  onTermination(logger, async (signal) => {
     logger.info('stopping: no new connections, requests in flight may finish', { signal, grace_s: config.timeouts.shutdown_grace });
-    void proxy
-      .shutdown(config.timeouts.shutdown_grace * 1000)
-      .then(onStopped)
-      .then(() => {
-        logger.info('stopped');
-        logger.on('finish', () => process.exit(0));
-        logger.end();
-      });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+    await proxy.shutdown(config.timeouts.shutdown_grace * 1000);
+    await queue?.close();
+    await onStopped();
+  });
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
@@ -71,6 +88,67 @@ async function serve(argv: string[]): Promise<void> {
   await runProxy(config);
 }
 
+async function worker(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: COMMON_OPTIONS, strict: true });
+  const config = configFrom(values);
+  const logger = createLogger(config.log.level, 'stx-glance-proxy-worker');
+  const runtime = await openRawCacheRuntime(config, logger);
+  const metrics = new Metrics('worker');
+  const rawCacheWorker = new RawCacheWorker({
+    ...runtime,
+    config: config.rawcache,
+    logger,
+    onConversion: (outcome, seconds) => {
+      metrics.conversions.inc({ outcome });
+      metrics.conversionDuration.observe({ outcome }, seconds);
+    },
+  });
+  const ops = config.metrics.worker_listen
+    ? await startOpsServer(
+        config.metrics.worker_listen,
+        metrics,
+        createHealth({ disableByFile: config.health.disable_by_file, checks: [glanceCheck(glanceUrlFor(config)), queueCheck(() => runtime.queue.health())] }),
+        async () => {
+          const h = await runtime.queue.health().catch(() => undefined);
+          if (h?.depth !== undefined) metrics.queueDepth.set(h.depth);
+        },
+      )
+    : undefined;
+  await rawCacheWorker.start();
+  const interval = config.rawcache.worker.reconcile_interval_seconds;
+  let sweeping: Promise<unknown> = Promise.resolve();
+  const timer =
+    interval > 0
+      ? setInterval(() => {
+          sweeping = sweep({ ...runtime, config: config.rawcache, logger }).catch((err: Error) => logger.error('sweep failed', { error: err.message }));
+        }, interval * 1000)
+      : undefined;
+  logger.info('worker started', { queue: runtime.queue.backend, target: runtime.target.kind, concurrency: config.rawcache.worker.concurrency, ops: ops?.address });
+  onTermination(logger, async (signal) => {
+    logger.info('stopping: no new jobs, running conversions may finish', { signal, grace_s: config.timeouts.shutdown_grace });
+    clearInterval(timer);
+    await rawCacheWorker.stop(config.timeouts.shutdown_grace * 1000);
+    await sweeping;
+    await ops?.close();
+    await runtime.close();
+  });
+}
+
+async function reconcile(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, json: { type: 'boolean' } }, strict: true });
+  const config = configFrom(values);
+  const logger = createLogger(values.json ? 'error' : config.log.level, 'stx-glance-proxy-reconcile');
+  const runtime = await openRawCacheRuntime(config, logger);
+  try {
+    const progress = values.json ? undefined : (_image: { id: string }, requeued: boolean) => process.stderr.write(requeued ? '+' : '.');
+    const result = await sweep({ ...runtime, config: config.rawcache, logger, onImage: progress });
+    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    else process.stdout.write(`\nexamined ${result.examined} images; requeued ${result.requeued.length}; orphan copies ${result.orphans.length}\n`);
+  } finally {
+    await runtime.close();
+  }
+}
+
 async function stack(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -78,13 +156,19 @@ async function stack(argv: string[]): Promise<void> {
     strict: true,
   });
   const config = configFrom(values);
+  const stateDir = values['state-dir'] ?? '.stack';
   let local: LocalStack | undefined;
+  let stackWorker: { stop(): Promise<void> } | undefined;
   if (!config.upstream) {
-    process.stderr.write('No upstream Glance configured: starting a local one...\n');
-    local = await startLocalGlance(values['state-dir'] ?? '.stack', Number(values['glance-port'] ?? 19292));
+    process.stderr.write('No upstream Glance configured: starting a local one and a raw-cache worker...\n');
+    local = await startLocalGlance(stateDir, Number(values['glance-port'] ?? 19292));
     config.upstream = local.glanceUrl;
+    stackWorker = await startStackWorker(config, stateDir);
   }
-  const proxyUrl = await runProxy(config, async () => local?.stop());
+  const proxyUrl = await runProxy(config, async () => {
+    await stackWorker?.stop();
+    await local?.stop();
+  });
   process.stderr.write(stackInstructions(config, proxyUrl, local !== undefined));
 }
 
@@ -95,6 +179,10 @@ async function main(): Promise<void> {
       return serve(rest);
     case 'stack':
       return stack(rest);
+    case 'worker':
+      return worker(rest);
+    case 'reconcile':
+      return reconcile(rest);
     case undefined:
     case '-h':
     case '--help':

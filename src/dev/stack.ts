@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { ProxyConfig } from '../config/load';
 import { prepareLocalGlance, waitForGlance } from './local-glance';
@@ -61,6 +62,32 @@ export async function startLocalGlance(stateDir: string, port: number): Promise<
   return { glanceUrl, stop };
 }
 
+/**
+ * Turns the raw cache on for a local stack (queue, copies and scratch space under the state dir),
+ * writes the whole configuration there, and starts `stx-glance-proxy worker` with it.
+ */
+export async function startStackWorker(config: ProxyConfig, stateDir: string): Promise<{ stop(): Promise<void> }> {
+  const dir = resolve(stateDir);
+  config.rawcache.enabled = true;
+  config.rawcache.queue.backend = 'sqlite';
+  config.rawcache.queue.sqlite_path = join(dir, 'rawcache.sqlite');
+  config.rawcache.target.kind = 'file';
+  config.rawcache.target.file_dir = join(dir, 'raw');
+  config.rawcache.worker.work_dir = join(dir, 'work');
+  await mkdir(config.rawcache.target.file_dir, { recursive: true });
+  const configFile = join(dir, 'stack-config.json');
+  await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+  const child = spawn(process.execPath, [join(__dirname, '..', 'cli.js'), 'worker', '--config', configFile], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  process.once('exit', () => child.kill('SIGTERM'));
+  return {
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
 /** What a person can paste into a shell to use the endpoint, as the stack prints it. */
 export function stackInstructions(config: ProxyConfig, proxyUrl: string, local: boolean): string {
   const identity = local
@@ -81,7 +108,7 @@ export function stackInstructions(config: ProxyConfig, proxyUrl: string, local: 
     '  openstack image create --disk-format qcow2 --container-format bare --property cache_raw=True \\',
     '      --property hw_wrs_live_migration_timeout=400 --file /tmp/demo.qcow2 demo',
     '  openstack image list',
-    '  openstack image show demo',
+    '  openstack image show demo     # store, and cache_raw_status Queued, then Cached (a RAW copy in .stack/raw)',
     '',
     'glance CLI (python-glanceclient 4.1 caches the image schema in ~/.glanceclient and then rejects',
     'its own --stores option; a fresh HOME per command avoids that client bug):',

@@ -8,7 +8,8 @@ import type { Logger } from '../ops/log';
 import { sendGlanceError } from './errors';
 import { originGlanceSaw, rewriteVersionsDocument } from './links';
 import { logRequestId } from './request-id';
-import type { ResponseTransform, Upstream } from './upstream';
+import type { RawCacheTrigger } from '../rawcache/trigger';
+import type { BeforeAnswer, ResponseTransform, Upstream } from './upstream';
 
 const JSON_PATCH_V21 = 'application/openstack-images-v2.1-json-patch';
 const JSON_PATCH = /^application\/openstack-images-v2\.[01]-json-patch\s*(;|$)/i;
@@ -18,6 +19,7 @@ export interface ImageApiDeps {
   upstream: Upstream;
   config: ProxyConfig;
   logger: Logger;
+  rawCache?: RawCacheTrigger;
 }
 
 /**
@@ -26,16 +28,16 @@ export interface ImageApiDeps {
  * Everything else never enters this app (see server.ts); a request that matches no route here
  * still goes to Glance as it came.
  */
-export function createImageApi({ upstream, config, logger }: ImageApiDeps): express.Express {
+export function createImageApi({ upstream, config, logger, rawCache }: ImageApiDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
 
   const readBody = express.raw({ type: () => true, limit: config.limits.max_json_request });
-  const enrichContext: EnrichContext = { storeTypes: config.store_types };
+  const enrichContext: EnrichContext = { storeTypes: config.store_types, rawCacheEnabled: rawCache !== undefined };
   const enrichOne: ResponseTransform = (body) => enrichImage(body as Record<string, unknown>, enrichContext);
 
-  const forwardChecked = (req: Request, res: Response, result: InboundResult, transform: ResponseTransform) => {
+  const forwardChecked = (req: Request, res: Response, result: InboundResult, transform: ResponseTransform, before?: BeforeAnswer) => {
     if (!result.ok) {
       const { status, message, headers } = result.rejection;
       logger.info('request rejected before reaching Glance', { request_id: logRequestId(req), method: req.method, path: req.originalUrl, status, reason: message });
@@ -43,15 +45,19 @@ export function createImageApi({ upstream, config, logger }: ImageApiDeps): expr
       return;
     }
     // Unchanged bodies go on byte for byte, so Glance judges exactly what the client sent.
-    upstream.rewrite(req, res, transform, result.changed ? Buffer.from(result.body) : rawBody(req) ?? Buffer.alloc(0));
+    upstream.rewrite(req, res, { transform, before }, result.changed ? Buffer.from(result.body) : rawBody(req) ?? Buffer.alloc(0));
   };
 
   app.post('/v2/images', readBody, (req, res) => {
     forwardChecked(req, res, normalizeCreateRequest(bodyText(req)), enrichOne);
   });
 
+  // A changed image may need its raw copy made or removed (cache_raw turned on or off).
+  const afterUpdate = (req: Request): BeforeAnswer | undefined =>
+    rawCache && ((proxyRes, body) => (proxyRes.statusCode === 200 ? rawCache.afterImageUpdate(body, logRequestId(req)) : Promise.resolve()));
+
   app.patch('/v2/images/:id', readBody, (req, res) => {
-    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], bodyText(req)), enrichOne);
+    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], bodyText(req)), enrichOne, afterUpdate(req));
   });
 
   // The StarlingX API reference documents image updates as PUT with a JSON-patch body; Glance only
@@ -66,20 +72,20 @@ export function createImageApi({ upstream, config, logger }: ImageApiDeps): expr
     }
     if (!JSON_PATCH.test(contentType)) req.headers['content-type'] = JSON_PATCH_V21;
     req.method = 'PATCH';
-    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], text), enrichOne);
+    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], text), enrichOne, afterUpdate(req));
   });
 
-  app.get('/v2/images', (req, res) => upstream.rewrite(req, res, (body) => enrichImageList(body as Record<string, unknown>, enrichContext)));
-  app.get('/v2/images/:id', (req, res) => upstream.rewrite(req, res, enrichOne));
-  app.get('/v2/schemas/image', (req, res) => upstream.rewrite(req, res, (body) => extendImageSchema(body as Record<string, unknown>)));
-  app.get('/v2/schemas/images', (req, res) => upstream.rewrite(req, res, (body) => extendImagesSchema(body as Record<string, unknown>)));
+  app.get('/v2/images', (req, res) => upstream.rewrite(req, res, { transform: (body) => enrichImageList(body, enrichContext) }));
+  app.get('/v2/images/:id', (req, res) => upstream.rewrite(req, res, { transform: enrichOne }));
+  app.get('/v2/schemas/image', (req, res) => upstream.rewrite(req, res, { transform: extendImageSchema }));
+  app.get('/v2/schemas/images', (req, res) => upstream.rewrite(req, res, { transform: extendImagesSchema }));
   app.get('/{*any}', (req, res) => {
     if (req.path.startsWith('/v2/') || req.path === '/v2') {
       upstream.pass(req, res);
       return;
     }
     const from = originGlanceSaw(req);
-    upstream.rewrite(req, res, (body) => rewriteVersionsDocument(body, from, config.public_url));
+    upstream.rewrite(req, res, { transform: (body) => rewriteVersionsDocument(body, from, config.public_url) });
   });
 
   app.use((req: IncomingMessage, res: ServerResponse) => upstream.pass(req, res, rawBody(req as Request)));

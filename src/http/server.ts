@@ -3,7 +3,11 @@ import type { ProxyConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { createImageApi } from './image-api';
 import { REQUEST_ID_HEADER, adoptClientRequestId, logRequestId, recordUpstreamRequestId } from './request-id';
-import { classifyRoute } from './routes';
+import { createHealth, glanceCheck, queueCheck } from '../ops/health';
+import type { Metrics } from '../ops/metrics';
+import type { RawCacheTrigger } from '../rawcache/trigger';
+import type { JobQueue } from '../rawcache/types';
+import { classifyRoute, type RouteClass } from './routes';
 import { createUpstream, type Upstream } from './upstream';
 
 export interface ProxyServer {
@@ -20,7 +24,22 @@ export function splitHostPort(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(listen.slice(at + 1)) };
 }
 
-export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
+/** Glance's success answer to each data-changing route, after which the raw cache must look again. */
+const RAW_CACHE_EVENTS: Partial<Record<RouteClass, { method: string; status: number; reason: 'upload' | 'import' | 'delete' }>> = {
+  'image-data': { method: 'PUT', status: 204, reason: 'upload' },
+  'image-import': { method: 'POST', status: 202, reason: 'import' },
+  'image-delete': { method: 'DELETE', status: 204, reason: 'delete' },
+};
+
+export interface ProxyExtras {
+  rawCache?: RawCacheTrigger;
+  queue?: JobQueue;
+  metrics?: Metrics;
+}
+
+const UPSTREAM_FAILURE = { 502: 'bad_gateway', 503: 'unreachable', 504: 'timeout' } as const;
+
+export function createProxy(config: ProxyConfig, logger: Logger, { rawCache, queue, metrics }: ProxyExtras = {}): ProxyServer {
   if (!config.upstream) throw new Error('no upstream Glance configured');
   const upstream = createUpstream({
     target: config.upstream,
@@ -30,8 +49,33 @@ export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
     idleTimeoutMs: config.timeouts.upstream_idle * 1000,
     maxJsonResponse: config.limits.max_json_response,
     logger,
+    onFailure: (status) => metrics?.upstreamErrors.inc({ kind: UPSTREAM_FAILURE[status] }),
   });
-  const imageApi = createImageApi({ upstream, config, logger });
+  const health = createHealth({
+    disableByFile: config.health.disable_by_file,
+    checks: [glanceCheck(config.upstream), ...(queue ? [queueCheck(() => queue.health())] : [])],
+  });
+  const refreshGauges = async () => {
+    const h = await queue?.health().catch(() => undefined);
+    if (h?.depth !== undefined) metrics?.queueDepth.set(h.depth);
+  };
+  /** The proxy's own endpoints; everything else belongs to Glance. */
+  const ownEndpoint = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+    const path = (req.url ?? '').split('?', 1)[0];
+    if (path === '/healthcheck' && (req.method === 'GET' || req.method === 'HEAD')) {
+      void health(req, res);
+      return true;
+    }
+    if (path === '/metrics' && req.method === 'GET' && metrics) {
+      void metrics.render(refreshGauges).then(({ contentType, body }) => {
+        res.writeHead(200, { 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(body)) });
+        res.end(body);
+      });
+      return true;
+    }
+    return false;
+  };
+  const imageApi = createImageApi({ upstream, config, logger, rawCache });
   const rewriteVersions = Boolean(config.public_url);
 
   const server = http.createServer(
@@ -51,6 +95,15 @@ export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
       const route = classifyRoute(req.method, req.url, rewriteVersions);
       const { method, url } = req;
       res.once('close', () => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const bytesIn = socket.bytesRead - readBefore;
+        const bytesOut = socket.bytesWritten - writtenBefore;
+        if (metrics) {
+          metrics.requests.inc({ route: route.routeClass, method: method ?? '', status: String(res.statusCode) });
+          metrics.requestDuration.observe({ route: route.routeClass }, seconds);
+          metrics.bytes.inc({ direction: 'in', route: route.routeClass }, bytesIn);
+          metrics.bytes.inc({ direction: 'out', route: route.routeClass }, bytesOut);
+        }
         logger.info('request', {
           request_id: logRequestId(req),
           method,
@@ -58,13 +111,21 @@ export function createProxy(config: ProxyConfig, logger: Logger): ProxyServer {
           route: route.routeClass,
           status: res.statusCode,
           completed: res.writableFinished,
-          bytes_in: socket.bytesRead - readBefore,
-          bytes_out: socket.bytesWritten - writtenBefore,
-          duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+          bytes_in: bytesIn,
+          bytes_out: bytesOut,
+          duration_ms: seconds * 1000,
         });
       });
+      if (ownEndpoint(req, res)) return;
+      const event = rawCache && route.imageId ? RAW_CACHE_EVENTS[route.routeClass] : undefined;
       if (route.intercepted) imageApi(req, res);
-      else upstream.pass(req, res);
+      else if (event && event.method === req.method) {
+        const imageId = route.imageId!;
+        // The request body still streams; only the answer waits until the job is durable.
+        upstream.rewrite(req, res, {
+          before: (proxyRes) => (proxyRes.statusCode === event.status ? rawCache!.afterImageChange(imageId, event.reason, logRequestId(req)) : Promise.resolve()),
+        });
+      } else upstream.pass(req, res);
     },
   );
   server.timeout = config.timeouts.client_idle * 1000;

@@ -10,6 +10,17 @@ import { logRequestId } from './request-id';
 /** Rewrites a parsed JSON answer of Glance; the result is what the client gets. */
 export type ResponseTransform = (body: unknown, proxyRes: http.IncomingMessage) => unknown;
 
+/**
+ * Runs once Glance has answered and before the client sees anything of the answer (with the parsed
+ * JSON body when there is one): the place for work that must be durable before the client is told.
+ */
+export type BeforeAnswer = (proxyRes: http.IncomingMessage, body: unknown) => Promise<void>;
+
+export interface RewriteOptions {
+  transform?: ResponseTransform;
+  before?: BeforeAnswer;
+}
+
 export interface UpstreamOptions {
   target: string;
   publicUrl: string | null;
@@ -19,21 +30,22 @@ export interface UpstreamOptions {
   idleTimeoutMs: number;
   maxJsonResponse: number;
   logger: Logger;
+  /** Told of every request Glance could not answer, with the status the client got. */
+  onFailure?: (status: 502 | 503 | 504) => void;
 }
 
 export interface Upstream {
   /** Streams the request to Glance and the answer back as Glance sent it. */
   pass(req: http.IncomingMessage, res: http.ServerResponse, body?: Buffer): void;
-  /** Like pass, but a successful JSON answer goes through `transform` first. */
-  rewrite(req: http.IncomingMessage, res: http.ServerResponse, transform: ResponseTransform, body?: Buffer): void;
+  /** Like pass, but a successful JSON answer goes through `transform`, and `before` runs first. */
+  rewrite(req: http.IncomingMessage, res: http.ServerResponse, options: RewriteOptions, body?: Buffer): void;
   /** Called with every answer Glance starts, before the client sees it. */
   onResponse(listener: (req: http.IncomingMessage, proxyRes: http.IncomingMessage) => void): void;
   readonly agent: http.Agent;
   close(): void;
 }
 
-interface InFlight {
-  transform?: ResponseTransform;
+interface InFlight extends RewriteOptions {
   timedOut?: boolean;
 }
 
@@ -87,6 +99,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       const clientGone = res.destroyed || req.destroyed && !req.complete;
       if (clientGone || res.writableEnded) return;
       const status = timedOut ? 504 : UNREACHABLE.has(err.code ?? '') ? 503 : 502;
+      options.onFailure?.(status);
       logger.warn('upstream request failed', { request_id: logRequestId(req), method: req.method, path: req.url, status, error: err.code ?? err.message });
       sendGlanceError(req, res, status, DEFAULT_EXPLANATIONS[status], {
         detail: status === 504 ? 'The image service did not answer in time.' : 'The image service could not be reached.',
@@ -95,13 +108,18 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   }
 
   rewriting.on('proxyRes', (proxyRes: http.IncomingMessage, req: http.IncomingMessage, res: http.ServerResponse) => {
-    const transform = inFlight.get(req)?.transform;
+    const { transform, before } = inFlight.get(req) ?? {};
     const status = proxyRes.statusCode ?? 502;
     const isJson = /^application\/json\b/i.test(String(proxyRes.headers['content-type'] ?? ''));
-    // 2xx bodies, and the 300 versions document Glance answers outside /v2.
-    if (!transform || !isJson || status < 200 || status > 300 || req.method === 'HEAD') {
+    const streamAsIs = async () => {
+      await runBefore(before, proxyRes, undefined, req);
+      if (res.destroyed) return proxyRes.destroy();
       res.writeHead(status, proxyRes.statusMessage, responseHeaders(proxyRes, true));
       proxyRes.pipe(res);
+    };
+    // 2xx bodies, and the 300 versions document Glance answers outside /v2.
+    if (!transform || !isJson || status < 200 || status > 300 || req.method === 'HEAD') {
+      void streamAsIs();
       return;
     }
     const chunks: Buffer[] = [];
@@ -123,18 +141,33 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     proxyRes.on('end', () => {
       if (overflowed || res.destroyed) return;
       const original = Buffer.concat(chunks);
+      let parsed: unknown;
       let body = original;
       try {
-        body = Buffer.from(pythonJson(transform(JSON.parse(original.toString('utf8')), proxyRes)));
+        parsed = JSON.parse(original.toString('utf8'));
+        body = Buffer.from(pythonJson(transform(parsed, proxyRes)));
       } catch (err) {
         logger.warn('could not rewrite a Glance answer, passed through', { request_id: logRequestId(req), method: req.method, path: req.url, error: (err as Error).message });
       }
-      const headers = responseHeaders(proxyRes, false);
-      headers.push('Content-Length', String(body.length));
-      res.writeHead(status, proxyRes.statusMessage, headers);
-      res.end(body);
+      void runBefore(before, proxyRes, parsed, req).then(() => {
+        if (res.destroyed) return;
+        const headers = responseHeaders(proxyRes, false);
+        headers.push('Content-Length', String(body.length));
+        res.writeHead(status, proxyRes.statusMessage, headers);
+        res.end(body);
+      });
     });
   });
+
+  /** A failing hook is logged, never turned into a failed answer: Glance has already done the work. */
+  async function runBefore(before: BeforeAnswer | undefined, proxyRes: http.IncomingMessage, body: unknown, req: http.IncomingMessage): Promise<void> {
+    if (!before) return;
+    try {
+      await before(proxyRes, body);
+    } catch (err) {
+      logger.error('post-answer hook failed', { request_id: logRequestId(req), method: req.method, path: req.url, error: (err as Error).message });
+    }
+  }
 
   function forward(proxy: ProxyServer, req: http.IncomingMessage, res: http.ServerResponse, state: InFlight, body?: Buffer): void {
     inFlight.set(req, state);
@@ -155,10 +188,10 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     agent,
     onResponse: (listener) => responseListeners.push(listener),
     pass: (req, res, body) => forward(streaming, req, res, {}, body),
-    rewrite: (req, res, transform, body) => {
+    rewrite: (req, res, rewriteOptions, body) => {
       // Glance does not compress today; asking it not to keeps the body parseable if that changes.
-      delete req.headers['accept-encoding'];
-      forward(rewriting, req, res, { transform }, body);
+      if (rewriteOptions.transform) delete req.headers['accept-encoding'];
+      forward(rewriting, req, res, { ...rewriteOptions }, body);
     },
     close: () => {
       streaming.close();

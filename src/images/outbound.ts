@@ -1,8 +1,14 @@
+import { pendingView, type CachedImage } from '../rawcache/state';
 import { storeRule } from './rules';
 
 export interface EnrichContext {
   /** Glance backend id (as listed in an image's `stores`) -> store type, e.g. { fs: 'file', ceph: 'rbd' }. */
   readonly storeTypes: Readonly<Record<string, string>>;
+  /**
+   * The raw cache records a job for every image whose data arrives: until a worker writes its first
+   * state, such an image is shown `Queued` with size "-", as StarlingX showed it right after upload.
+   */
+  readonly rawCacheEnabled?: boolean;
 }
 
 type JsonObject = { readonly [key: string]: unknown };
@@ -20,7 +26,9 @@ export function enrichImage(image: unknown, ctx: EnrichContext): unknown {
   if (!isJsonObject(image)) return image;
   const store = derivedStore(image, ctx);
   // fromEntries defines keys as own data properties, so a "__proto__" property stays an ordinary key.
-  const fields = Object.entries(image).filter(([key]) => key !== storeRule.name);
+  const fields: Array<[string, unknown]> = Object.entries(image).filter(([key]) => key !== storeRule.name);
+  const pending = ctx.rawCacheEnabled ? pendingView(image as unknown as CachedImage) : undefined;
+  if (pending) fields.push(...Object.entries(pending));
   return Object.fromEntries(store === undefined ? fields : [...fields, [storeRule.name, store]]);
 }
 

@@ -44,26 +44,50 @@ const DEFAULT_LOG_WAIT_MS = 10_000;
 
 /** Runs `node dist/cli.js serve` against `upstream` on a free 127.0.0.1 port and waits until it answers. */
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
+  const port = await freePort();
+  const args = ['serve', '--upstream', options.upstream, '--listen', `127.0.0.1:${port}`];
+  if (options.config !== undefined) args.push('--config', options.config);
+  args.push(...(options.args ?? []));
+  return startCliService(args, `http://127.0.0.1:${port}`, '/versions', options);
+}
+
+export interface WorkerOptions {
+  /** The worker's configuration file (rawcache.*, upstream or rawcache.glance_url). */
+  config: string;
+  /** Where its /healthcheck and /metrics listen (overrides metrics.worker_listen in the file). */
+  opsPort: number;
+  env?: Record<string, string | undefined>;
+  startTimeoutMs?: number;
+}
+
+/** Runs `node dist/cli.js worker --config FILE` and waits until its ops listener answers. */
+export async function startWorker(options: WorkerOptions): Promise<RunningProxy> {
+  const env = { STX_GLANCE_PROXY_WORKER_LISTEN: `127.0.0.1:${options.opsPort}`, ...options.env };
+  return startCliService(['worker', '--config', options.config], `http://127.0.0.1:${options.opsPort}`, '/healthcheck', { ...options, env });
+}
+
+/** A `stx-glance-proxy` process with its output captured, ready once `url``readyPath` answers. */
+async function startCliService(
+  cliArgs: string[],
+  url: string,
+  readyPath: string,
+  options: { env?: Record<string, string | undefined>; startTimeoutMs?: number; cli?: string },
+): Promise<RunningProxy> {
   const cli = options.cli ?? CLI;
   if (!existsSync(cli)) throw new Error(`${cli} is missing; run: npm run build`);
-  const port = await freePort();
+  const port = Number(new URL(url).port);
   const logDir = await mkdtemp(join(tmpdir(), 'stx-proxy-'));
   const logFile = join(logDir, 'proxy.log');
   const output = new ProxyOutput(logFile);
 
-  const args = [cli, 'serve', '--upstream', options.upstream, '--listen', `127.0.0.1:${port}`];
-  if (options.config !== undefined) args.push('--config', options.config);
-  args.push(...(options.args ?? []));
-
   let service: ServiceProcess | undefined;
   try {
-    service = await ServiceProcess.start(process.execPath, args, {
+    service = await ServiceProcess.start(process.execPath, [cli, ...cliArgs], {
       env: proxyEnv(options.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     output.capture(service.child.stdout, service.child.stderr);
-    const url = `http://127.0.0.1:${port}`;
-    await waitUntilAnswering(url, service, output, options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+    await waitUntilAnswering(url, readyPath, service, output, options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
 
     const running = service;
     return {
@@ -99,7 +123,7 @@ function proxyEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
   return env;
 }
 
-async function waitUntilAnswering(url: string, service: ServiceProcess, output: ProxyOutput, timeoutMs: number): Promise<void> {
+async function waitUntilAnswering(url: string, readyPath: string, service: ServiceProcess, output: ProxyOutput, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (!service.isRunning()) {
@@ -109,11 +133,11 @@ async function waitUntilAnswering(url: string, service: ServiceProcess, output: 
     }
     try {
       // Any HTTP status will do: the upstream may refuse, but the proxy is listening.
-      await fetchOnce(`${url}/versions`, { timeoutMs: 2_000 });
+      await fetchOnce(`${url}${readyPath}`, { timeoutMs: 2_000 });
       return;
     } catch {
       if (Date.now() > deadline) {
-        throw new Error(`proxy did not answer ${url}/versions within ${timeoutMs} ms:\n${output.tail()}`);
+        throw new Error(`proxy did not answer ${url}${readyPath} within ${timeoutMs} ms:\n${output.tail()}`);
       }
       await settlesWithin(service.exited, 100);
     }

@@ -1,0 +1,61 @@
+import { mkdir } from 'node:fs/promises';
+import type { ProxyConfig } from '../config/load';
+import { ConfigError } from '../config/load';
+import { createServiceAuth } from '../auth/keystone';
+import type { Logger } from '../ops/log';
+import { GlanceClient } from './glance-client';
+import { createJobQueue } from './queue';
+import { RbdRawCopyTarget, createRawCopyTarget } from './targets';
+import type { JobQueue, RawCopyTarget } from './types';
+
+/** The pieces a worker, a sweep or an operator command needs, built from the configuration. */
+export interface RawCacheRuntime {
+  glance: GlanceClient;
+  queue: JobQueue;
+  target: RawCopyTarget;
+  close(): Promise<void>;
+}
+
+export function glanceUrlFor(config: ProxyConfig): string {
+  const url = config.rawcache.glance_url ?? config.upstream;
+  if (!url) throw new ConfigError('config: the raw cache needs rawcache.glance_url or upstream');
+  return url.replace(/\/$/, '');
+}
+
+export async function openQueue(config: ProxyConfig, logger: Logger): Promise<JobQueue> {
+  const { retry_base_seconds, retry_max_seconds } = config.rawcache.worker;
+  return createJobQueue(config.rawcache.queue, logger, {
+    retryDelayMs: (attempts) => Math.min(retry_max_seconds, retry_base_seconds * 2 ** attempts) * 1000,
+  });
+}
+
+/**
+ * The worker's Glance client: with `service_auth`, a Keystone service identity (and, if asked,
+ * Glance's URL from the catalog); without it, a Glance that needs no token.
+ */
+async function serviceGlanceClient(config: ProxyConfig, logger: Logger): Promise<GlanceClient> {
+  if (!config.service_auth) return new GlanceClient({ baseUrl: glanceUrlFor(config) });
+  const auth = createServiceAuth(config.service_auth, logger);
+  let baseUrl = config.service_auth.glance_from_catalog ? await auth.imageEndpoint() : undefined;
+  if (config.service_auth.glance_from_catalog && !baseUrl) throw new ConfigError("config: service_auth.glance_from_catalog is set but the catalog has no 'image' endpoint for that interface and region");
+  baseUrl ??= glanceUrlFor(config);
+  return new GlanceClient({ baseUrl, authHeaders: () => auth.authHeaders(), onUnauthorized: () => auth.invalidate() });
+}
+
+export async function openRawCacheRuntime(config: ProxyConfig, logger: Logger): Promise<RawCacheRuntime> {
+  await mkdir(config.rawcache.worker.work_dir, { recursive: true });
+  const glance = await serviceGlanceClient(config, logger);
+  const queue = await openQueue(config, logger);
+  const target = createRawCopyTarget(config.rawcache.target, logger);
+  // An rbd copy's URL names the cluster: learn its fsid once, before the first urlFor().
+  if (target instanceof RbdRawCopyTarget) await target.clusterFsid();
+  return {
+    glance,
+    queue,
+    target,
+    close: async () => {
+      await queue.close();
+      glance.close();
+    },
+  };
+}

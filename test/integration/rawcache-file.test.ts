@@ -1,0 +1,260 @@
+import { execFile } from 'node:child_process';
+import { createReadStream, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startGlance, type RunningGlance } from '../harness/glance';
+import { HttpClient } from '../harness/http';
+import { makeQcow2, makeQcow2WithBackingFile, rawSha256Of, sha256File } from '../harness/images';
+import { freePort } from '../harness/ports';
+import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
+
+/**
+ * The raw cache end to end on one host: real Glance (file store), the proxy recording triggers in
+ * the SQLite queue, `stx-glance-proxy worker` processes converting with the real qemu-img into a
+ * directory of RAW copies.
+ */
+
+const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('raw cache with the file store and the SQLite queue', () => {
+  let glance: RunningGlance;
+  let proxy: RunningProxy;
+  let dir: string;
+  let rawDir: string;
+  let configFile: string;
+  let opsPort: number;
+  let client: HttpClient;
+  let direct: HttpClient;
+  const workers: RunningProxy[] = [];
+
+  const startAWorker = async () => {
+    const worker = await startWorker({ config: configFile, opsPort });
+    workers.push(worker);
+    return worker;
+  };
+  const stopWorkers = async () => {
+    while (workers.length) await workers.pop()!.stop();
+  };
+
+  beforeAll(async () => {
+    glance = await startGlance();
+    dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-file-'));
+    rawDir = join(dir, 'raw');
+    opsPort = await freePort();
+    configFile = join(dir, 'config.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        upstream: glance.url,
+        rawcache: {
+          enabled: true,
+          queue: { backend: 'sqlite', sqlite_path: join(dir, 'queue.sqlite'), lease_seconds: 3 },
+          target: { kind: 'file', file_dir: rawDir },
+          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 2, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
+        },
+        metrics: { worker_listen: `127.0.0.1:${opsPort}` },
+      }),
+    );
+    proxy = await startProxy({ upstream: glance.url, config: configFile });
+    client = new HttpClient(proxy.url);
+    direct = new HttpClient(glance.url);
+  }, 60_000);
+
+  afterAll(async () => {
+    client?.destroy();
+    direct?.destroy();
+    await stopWorkers();
+    await proxy?.stop();
+    await glance?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const create = async (props: Record<string, unknown>, via = client) => {
+    const res = await via.sendJson('POST', '/v2/images', { container_format: 'bare', disk_format: 'qcow2', ...props });
+    expect(res.status).toBe(201);
+    return res.json().id as string;
+  };
+  const upload = async (id: string, file: string, via = client) => {
+    const res = await via.request({ method: 'PUT', path: `/v2/images/${id}/file`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(file) });
+    expect(res.status).toBe(204);
+  };
+  const show = async (id: string) => (await client.get(`/v2/images/${id}`)).json();
+  const waitForImage = async (id: string, done: (image: Record<string, any>) => boolean, timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const image = await show(id);
+      if (done(image)) return image;
+      if (Date.now() > deadline) throw new Error(`image ${id} did not reach the expected state: ${JSON.stringify(image)}`);
+      await sleep(200);
+    }
+  };
+  const copyPath = (id: string) => join(rawDir, `${id}.raw`);
+  const leftovers = () => {
+    try {
+      return readdirSync(rawDir).filter((n) => n.includes('.partial-'));
+    } catch {
+      return [];
+    }
+  };
+
+  it('shows Queued right after the upload, then Cached with a RAW copy equal to qemu-img convert once a worker runs', async () => {
+    const source = makeQcow2(dir, 'cirros.qcow2', 64, 8);
+    const id = await create({ name: 'cirros', cache_raw: 'true', hw_wrs_live_migration_timeout: '400' });
+    await upload(id, source);
+    const queued = await show(id);
+    expect(queued).toMatchObject({ status: 'active', cache_raw: 'True', cache_raw_status: 'Queued', cache_raw_size: '-', store: 'file' });
+    expect(queued.cache_raw_url).toBeUndefined();
+
+    await startAWorker();
+    const cached = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(cached).toMatchObject({ cache_raw_url: `file://${copyPath(id)}`, cache_raw_size: String(64 * 1024 * 1024), store: 'file' });
+    expect(cached.cache_raw_error).toBeUndefined();
+    expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
+    // The worker recorded the state in Glance itself, with its own identity.
+    expect((await direct.get(`/v2/images/${id}`)).json()).toMatchObject({ cache_raw_status: 'Cached', cache_raw_url: `file://${copyPath(id)}` });
+  });
+
+  it('makes the copy when cache_raw is patched to True on an active image', async () => {
+    const id = await create({ name: 'later' });
+    await upload(id, makeQcow2(dir, 'later.qcow2', 32, 2));
+    expect((await show(id)).cache_raw_status).toBeUndefined();
+    const patched = await client.request({
+      method: 'PATCH',
+      path: `/v2/images/${id}`,
+      headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+      body: JSON.stringify([{ op: 'add', path: '/cache_raw', value: true }]),
+    });
+    expect(patched.status).toBe(200);
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(statSync(copyPath(id)).size).toBe(32 * 1024 * 1024);
+  });
+
+  it('makes the copy of an imported image once the asynchronous import finishes', async () => {
+    const id = await create({ name: 'imported', cache_raw: 'True' });
+    const stage = await client.request({ method: 'PUT', path: `/v2/images/${id}/stage`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(makeQcow2(dir, 'imp.qcow2', 32, 2)) });
+    expect(stage.status).toBe(204);
+    const imported = await client.sendJson('POST', `/v2/images/${id}/import`, { method: { name: 'glance-direct' } });
+    expect(imported.status).toBe(202);
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(statSync(copyPath(id)).isFile()).toBe(true);
+  });
+
+  it('records an image already in RAW as Cached at its own location, without a copy', async () => {
+    const id = await create({ name: 'raw', disk_format: 'raw', cache_raw: 'True' });
+    writeFileSync(join(dir, 'disk.raw'), Buffer.alloc(1024 * 1024, 7));
+    await upload(id, join(dir, 'disk.raw'));
+    const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(image.cache_raw_url).toBe(image.direct_url);
+    expect(image.cache_raw_size).toBe(String(1024 * 1024));
+    expect(() => statSync(copyPath(id))).toThrow();
+  });
+
+  it('removes the copy and the fields when cache_raw is turned off', async () => {
+    const id = await create({ name: 'off', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'off.qcow2', 16, 1));
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    const patched = await client.request({
+      method: 'PATCH',
+      path: `/v2/images/${id}`,
+      headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+      body: JSON.stringify([{ op: 'replace', path: '/cache_raw', value: 'False' }]),
+    });
+    expect(patched.status).toBe(200);
+    const image = await waitForImage(id, (i) => i.cache_raw_status === undefined && i.cache_raw_url === undefined);
+    expect(image.cache_raw).toBe('False');
+    expect(() => statSync(copyPath(id))).toThrow();
+  });
+
+  it('removes the copy when the image is deleted', async () => {
+    const id = await create({ name: 'deleted', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'del.qcow2', 16, 1));
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(statSync(copyPath(id)).isFile()).toBe(true);
+    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && readdirSync(rawDir).some((n) => n.startsWith(id))) await sleep(200);
+    expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+  });
+
+  it.each([
+    ['a corrupt qcow2', () => {
+      const path = join(dir, 'corrupt.qcow2');
+      const good = makeQcow2(dir, 'corrupt-src.qcow2', 16, 1);
+      writeFileSync(path, Buffer.concat([require('node:fs').readFileSync(good).subarray(0, 1024), Buffer.alloc(4096, 0xff)]));
+      return { path, disk_format: 'qcow2' };
+    }, /qcow2|corrupt|read/i],
+    ['a qcow2 with a backing file', () => ({ path: makeQcow2WithBackingFile(dir, 'backed.qcow2'), disk_format: 'qcow2' }), /backing file/i],
+    ['qcow2 data declared as vmdk', () => ({ path: makeQcow2(dir, 'liar.qcow2', 16, 1), disk_format: 'vmdk' }), /qcow2/],
+  ])('ends %s in Error with a message a person can act on, and no copy', async (_what, make, message) => {
+    const { path, disk_format } = make();
+    const id = await create({ name: 'bad', disk_format, cache_raw: 'True' });
+    await upload(id, path);
+    const image = await waitForImage(id, (i) => i.cache_raw_status === 'Error');
+    expect(image.cache_raw_error).toMatch(message);
+    expect(image.cache_raw_url).toBeUndefined();
+    expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+  });
+
+  it('finds, with the sweep, an image whose trigger was never recorded (uploaded around the proxy)', async () => {
+    // The state a proxy killed between Glance's 204 and its own answer leaves: data in Glance, no job.
+    const id = await create({ name: 'around', cache_raw: 'True' }, direct);
+    await upload(id, makeQcow2(dir, 'around.qcow2', 16, 1), direct);
+    await sleep(1500);
+    expect((await direct.get(`/v2/images/${id}`)).json().cache_raw_status).toBeUndefined();
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'reconcile', '--config', configFile, '--json']);
+    expect(JSON.parse(stdout).requeued).toContain(id);
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+  });
+
+  it('survives a worker killed mid-conversion: the job comes back and ends Cached, with no partial copy left', async () => {
+    await stopWorkers();
+    const source = makeQcow2(dir, 'big.qcow2', 2048, 600);
+    const id = await create({ name: 'big', cache_raw: 'True' });
+    await upload(id, source);
+    const worker = await startAWorker();
+    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    await sleep(300);
+    worker.kill('SIGKILL');
+    await worker.exited;
+    workers.splice(workers.indexOf(worker), 1);
+    expect((await show(id)).cache_raw_status).toBe('Caching');
+
+    await startAWorker();
+    const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    expect(image.cache_raw_size).toBe(String(2048 * 1024 * 1024));
+    expect(leftovers()).toEqual([]);
+    expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
+  }, 180_000);
+
+  it('cancels a conversion when its image is deleted, leaving no copy', async () => {
+    const id = await create({ name: 'gone-mid-way', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'mid.qcow2', 2048, 600, 0x33));
+    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && readdirSync(rawDir).some((n) => n.startsWith(id))) await sleep(200);
+    await sleep(1000);
+    expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+  }, 90_000);
+
+  it('never converts one image in two workers at once, and converts each once', async () => {
+    await stopWorkers();
+    await startAWorker();
+    workers.push(await startWorker({ config: configFile, opsPort: await freePort() }));
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const id = await create({ name: `pair-${i}`, cache_raw: 'True' });
+      await upload(id, makeQcow2(dir, `pair-${i}.qcow2`, 64, 16, i + 1));
+      ids.push(id);
+    }
+    for (const id of ids) await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    const conversions = workers
+      .flatMap((w) => w.logs().split('\n'))
+      .filter((l) => l.includes('"message":"converting to RAW"'))
+      .map((l) => JSON.parse(l).image_id);
+    for (const id of ids) expect(conversions.filter((c) => c === id)).toHaveLength(1);
+  }, 120_000);
+});
