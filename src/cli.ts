@@ -7,6 +7,7 @@ import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
 import { glanceUrlFor, openQueue, openRawCacheRuntime } from './rawcache/runtime';
+import { formatDetail, formatTable, listCache, retryCache, showCache } from './ops/cache-commands';
 import { createHealth, glanceCheck, queueCheck } from './ops/health';
 import { startOpsServer } from './ops/ops-server';
 import { createRawCacheTrigger } from './rawcache/trigger';
@@ -17,7 +18,10 @@ const USAGE = `usage: stx-glance-proxy <command> [options]
 commands:
   serve     run the proxy in front of Glance
   worker    run raw-cache conversions (and the periodic sweep) until SIGTERM
-  reconcile sweep once: requeue images whose raw copy is missing, stuck or orphaned
+  reconcile sweep once: requeue images whose raw copy is missing, stuck or orphaned [--json]
+  cache list [--status S] [--json]   images with a raw cache and their state
+  cache show IMAGE [--json]          one image's raw-cache state and whether its copy is there
+  cache retry IMAGE                  queue the image again (also from Error)
   stack     run the proxy; with no upstream configured, also a local real Glance and a worker
 
 options (serve, stack):
@@ -140,10 +144,51 @@ async function reconcile(argv: string[]): Promise<void> {
   const logger = createLogger(values.json ? 'error' : config.log.level, 'stx-glance-proxy-reconcile');
   const runtime = await openRawCacheRuntime(config, logger);
   try {
-    const progress = values.json ? undefined : (_image: { id: string }, requeued: boolean) => process.stderr.write(requeued ? '+' : '.');
+    // One mark per image on a terminal: '.' looked at, '+' requeued.
+    const progress = values.json || !process.stderr.isTTY ? undefined : (_image: { id: string }, requeued: boolean) => process.stderr.write(requeued ? '+' : '.');
     const result = await sweep({ ...runtime, config: config.rawcache, logger, onImage: progress });
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else process.stdout.write(`\nexamined ${result.examined} images; requeued ${result.requeued.length}; orphan copies ${result.orphans.length}\n`);
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function cache(argv: string[]): Promise<void> {
+  const [action, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    options: { ...COMMON_OPTIONS, json: { type: 'boolean' }, status: { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const config = configFrom(values);
+  const logger = createLogger('error', 'stx-glance-proxy-cache');
+  const runtime = await openRawCacheRuntime(config, logger);
+  const print = (text: string) => process.stdout.write(`${text}\n`);
+  try {
+    if (action === 'list') {
+      const tty = process.stderr.isTTY && !values.json;
+      const entries = await listCache(runtime, values.status, tty ? (n) => process.stderr.write(`\rreading images: ${n}`) : undefined);
+      if (tty) process.stderr.write('\n');
+      print(values.json ? JSON.stringify(entries) : formatTable(entries));
+      return;
+    }
+    const imageId = positionals[0];
+    if ((action === 'show' || action === 'retry') && !imageId) throw new ConfigError(`cache ${action} needs an IMAGE id`);
+    if (action === 'show') {
+      const detail = await showCache(runtime, imageId);
+      if (!detail) throw new ConfigError(`no image ${imageId} in Glance`);
+      print(values.json ? JSON.stringify(detail) : formatDetail(detail));
+      return;
+    }
+    if (action === 'retry') {
+      const outcome = await retryCache(runtime, imageId);
+      if (outcome === 'not-found') throw new ConfigError(`no image ${imageId} in Glance`);
+      print(values.json ? JSON.stringify({ id: imageId, queued: true }) : `image ${imageId} queued for the raw-cache worker`);
+      return;
+    }
+    throw new ConfigError(`unknown cache action '${action ?? ''}' (list, show IMAGE, retry IMAGE)`);
   } finally {
     await runtime.close();
   }
@@ -183,6 +228,8 @@ async function main(): Promise<void> {
       return worker(rest);
     case 'reconcile':
       return reconcile(rest);
+    case 'cache':
+      return cache(rest);
     case undefined:
     case '-h':
     case '--help':

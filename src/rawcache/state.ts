@@ -8,6 +8,7 @@ export type RawCacheStatus = 'Queued' | 'Caching' | 'Cached' | 'Error';
 /** The image fields the raw cache reads or writes, as Glance returns them (extra properties are strings). */
 export interface CachedImage {
   id: string;
+  name?: string | null;
   status: string;
   disk_format?: string | null;
   size?: number | null;

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createReadStream, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -196,6 +196,25 @@ describe('raw cache with the file store and the SQLite queue', () => {
     expect(image.cache_raw_error).toMatch(message);
     expect(image.cache_raw_url).toBeUndefined();
     expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+  });
+
+  it('lets an operator list, show and retry raw-cache images from the command line', async () => {
+    const cli = async (...args: string[]) => JSON.parse((await promisify(execFile)(process.execPath, [CLI, ...args, '--config', configFile, '--json'])).stdout);
+    const errors: Array<{ id: string; cache_raw_status: string; cache_raw_error: string }> = await cli('cache', 'list', '--status', 'Error');
+    expect(errors.length).toBeGreaterThanOrEqual(3);
+    for (const e of errors) expect(e).toMatchObject({ cache_raw_status: 'Error', cache_raw_error: expect.any(String) });
+    const everything: Array<{ id: string; cache_raw_status: string }> = await cli('cache', 'list');
+    expect(everything.some((e) => e.cache_raw_status === 'Cached')).toBe(true);
+
+    const cachedId = everything.find((e) => e.cache_raw_status === 'Cached' && existsSync(copyPath(e.id)))!.id;
+    expect(await cli('cache', 'show', cachedId)).toMatchObject({ id: cachedId, cache_raw_status: 'Cached', copy_present: true, copy_url: `file://${copyPath(cachedId)}` });
+
+    const failed = errors[0].id;
+    const before = (await direct.get(`/v2/images/${failed}`)).json().updated_at;
+    await sleep(1100);
+    expect(await cli('cache', 'retry', failed)).toEqual({ id: failed, queued: true });
+    const again = await waitForImage(failed, (i) => i.updated_at !== before && i.cache_raw_status === 'Error');
+    expect(again.cache_raw_error).toBe(errors[0].cache_raw_error);
   });
 
   it('finds, with the sweep, an image whose trigger was never recorded (uploaded around the proxy)', async () => {
