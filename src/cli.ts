@@ -6,7 +6,7 @@ import { createProxy } from './http/server';
 import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
-import { glanceUrlFor, openQueue, openRawCacheRuntime } from './rawcache/runtime';
+import { openQueue, openRawCacheRuntime } from './rawcache/runtime';
 import { formatDetail, formatTable, listCache, retryCache, showCache } from './ops/cache-commands';
 import { createHealth, glanceCheck, queueCheck } from './ops/health';
 import { startOpsServer } from './ops/ops-server';
@@ -111,7 +111,7 @@ async function worker(argv: string[]): Promise<void> {
     ? await startOpsServer(
         config.metrics.worker_listen,
         metrics,
-        createHealth({ disableByFile: config.health.disable_by_file, checks: [glanceCheck(glanceUrlFor(config)), queueCheck(() => runtime.queue.health())] }),
+        createHealth({ disableByFile: config.health.disable_by_file, checks: [glanceCheck(runtime.glance.baseUrl), queueCheck(() => runtime.queue.health())] }),
         async () => {
           const h = await runtime.queue.health().catch(() => undefined);
           if (h?.depth !== undefined) metrics.queueDepth.set(h.depth);

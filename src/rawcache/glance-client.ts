@@ -29,13 +29,14 @@ export class GlanceHttpError extends Error {
 const PATCH_TYPE = 'application/openstack-images-v2.1-json-patch';
 
 export class GlanceClient {
-  private readonly base: string;
+  /** Where this client reaches Glance (from the configuration or the catalog). */
+  readonly baseUrl: string;
   private readonly agent: http.Agent;
 
   constructor(private readonly options: GlanceClientOptions) {
     // Kept as text: a catalog URL may carry a path prefix (http://host/image) that new URL(path, base) would drop.
-    this.base = options.baseUrl.replace(/\/+$/, '');
-    const Agent = this.base.startsWith('https:') ? https.Agent : http.Agent;
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    const Agent = this.baseUrl.startsWith('https:') ? https.Agent : http.Agent;
     this.agent = new Agent({ keepAlive: true, maxSockets: 16, timeout: 30_000 });
   }
 
@@ -110,7 +111,7 @@ export class GlanceClient {
 
   private async sendOnce(method: string, path: string, body: string | undefined, headers: Record<string, string>, signal?: AbortSignal): Promise<http.IncomingMessage & { status: number }> {
     const auth = (await this.options.authHeaders?.()) ?? {};
-    const url = new URL(this.base + path);
+    const url = new URL(this.baseUrl + path);
     const request = url.protocol === 'https:' ? https.request : http.request;
     return new Promise((resolve, reject) => {
       const req = request(

@@ -1,0 +1,411 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCeph, writeGlanceRbdConf, type CephCluster } from '../harness/ceph';
+import { startGlance, type RunningGlance } from '../harness/glance';
+import { HttpClient } from '../harness/http';
+import { makeQcow2, rawSha256Of } from '../harness/images';
+import { freePort } from '../harness/ports';
+import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
+import { PATCH_V21 } from './support/stx-images';
+
+/**
+ * The raw cache as StarlingX ran it: Glance keeps images in Ceph RBD (default backend `ceph`), the
+ * proxy records triggers in the SQLite queue, and a `stx-glance-proxy worker` with the rbd target
+ * reads each source straight from RBD and writes its RAW copy as `images/<id>_raw@snap`, protected.
+ * The worker reaches Glance through a relay that refuses image data downloads, so a copy can only
+ * be made from what the worker read out of Ceph itself.
+ */
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ISO_DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+/** The virtual size of the spec's cirros image (its cache_raw_size, "41126400"). */
+const CIRROS_VIRTUAL_BYTES = 41126400;
+
+/** The spec's "Lists all images" example (image-api-v2-stx-extensions.rst), verbatim. */
+const SPEC_LIST = {
+  images: [
+    {
+      status: 'active',
+      virtual_size: null,
+      name: 'sample-guest',
+      tags: [],
+      container_format: 'bare',
+      created_at: '2016-10-24T22:50:17Z',
+      size: 688914432,
+      disk_format: 'raw',
+      updated_at: '2016-10-24T22:50:26Z',
+      visibility: 'public',
+      self: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202',
+      min_disk: 0,
+      protected: false,
+      id: 'ac22a842-27c6-40a5-8475-f15f12e94202',
+      file: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202/file',
+      checksum: '29514837240a4bb80df0e2362644ae17',
+      owner: 'b27359bcdb3e424db43a3e2255777f37',
+      direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/ac22a842-27c6-40a5-8475-f15f12e94202/snap',
+      min_ram: 0,
+      store: 'rbd',
+      schema: '/v2/schemas/image',
+    },
+    {
+      hw_wrs_live_migration_timeout: '400',
+      cache_raw: 'True',
+      min_ram: 0,
+      updated_at: '2016-10-25T12:06:19Z',
+      file: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67/file',
+      owner: 'b27359bcdb3e424db43a3e2255777f37',
+      id: '9d34ff07-6f66-4107-9363-e38b0b559a67',
+      size: 13287936,
+      self: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67',
+      disk_format: 'qcow2',
+      cache_raw_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67_raw/snap',
+      container_format: 'bare',
+      direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67/snap',
+      store: 'rbd',
+      schema: '/v2/schemas/image',
+      status: 'active',
+      cache_raw_size: '41126400',
+      cache_raw_status: 'Cached',
+      tags: [],
+      visibility: 'public',
+      min_disk: 0,
+      sw_wrs_auto_recovery: 'False',
+      virtual_size: null,
+      hw_wrs_live_migration_max_downtime: '350',
+      name: 'cirros',
+      checksum: 'ee1eca47dc88f4879d8a229cc70a07c6',
+      created_at: '2016-10-25T12:02:09Z',
+      protected: false,
+    },
+  ],
+  schema: '/v2/schemas/images',
+  first: '/v2/images?sort_key=name&sort_dir=asc&limit=20',
+} as const;
+
+/** The spec's "Creates an image" request body, verbatim. */
+const SPEC_CREATE_REQUEST = {
+  hw_wrs_live_migration_timeout: '400',
+  name: 'cirros',
+  container_format: 'bare',
+  cache_raw: 'True',
+  visibility: 'public',
+  disk_format: 'qcow2',
+  sw_wrs_auto_recovery: 'False',
+  hw_wrs_live_migration_max_downtime: '350',
+};
+
+type Json = Record<string, any>;
+
+/**
+ * The spec's image with what belongs to one deployment replaced by ours: the id (in self, file and
+ * the rbd URLs), the owner, the cluster fsid, the dates (any ISO-8601 time), and the size, checksum
+ * and virtual_size of the data we uploaded. virtual_size is null in the spec because the Glance of
+ * 2016 did not compute it; Glance 25 does, and the raw copy's size is exactly that.
+ */
+function specImageFor(spec: Json, actual: Json, fsid: string, data: { size: number; checksum: string; virtualSize: number }): Json {
+  const replaceIds = (value: unknown): unknown =>
+    typeof value === 'string'
+      ? value.split(spec.id).join(actual.id).replace('840f16bc-3238-4adb-8700-6b9876c23462', fsid)
+      : value;
+  const expected: Json = {};
+  for (const [key, value] of Object.entries(spec)) expected[key] = replaceIds(value);
+  return {
+    ...expected,
+    owner: actual.owner,
+    created_at: expect.stringMatching(ISO_DATE),
+    updated_at: expect.stringMatching(ISO_DATE),
+    size: data.size,
+    checksum: data.checksum,
+    virtual_size: data.virtualSize,
+  };
+}
+
+/** The fields of `image` that `spec` has, so that Glance 25's additions (os_hash_*, stores, locations) do not count. */
+function fieldsOf(image: Json, spec: Json): Json {
+  return Object.fromEntries(Object.keys(spec).map((key) => [key, image[key]]));
+}
+
+function md5File(path: string): string {
+  return createHash('md5').update(readFileSync(path)).digest('hex');
+}
+
+/** sha256 of a command's stdout, streamed (`rbd export <image>@<snap> -`). */
+function sha256OfOutput(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const hash = createHash('sha256');
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(hash.digest('hex')) : reject(new Error(`${command} ${args.join(' ')}: ${stderr}`))));
+  });
+}
+
+interface GlanceRelay {
+  url: string;
+  /** Every request the relay passed on or refused, as "METHOD /path". */
+  seen: string[];
+  /** The image data downloads it refused. */
+  refused: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Glance as the worker sees it: everything is relayed to the real Glance except `GET .../file`,
+ * which gets a 403. A worker that tried to read image data through Glance's API would fail.
+ */
+async function startDownloadRefusingRelay(glanceUrl: string): Promise<GlanceRelay> {
+  const upstream = new URL(glanceUrl);
+  const seen: string[] = [];
+  const refused: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const line = `${req.method} ${req.url}`;
+    seen.push(line);
+    if (req.method === 'GET' && /^\/v2\/images\/[^/?]+\/file(\?|$)/.test(req.url ?? '')) {
+      refused.push(line);
+      req.resume();
+      res.writeHead(403, { 'Content-Type': 'text/plain' });
+      res.end('403 Forbidden\n\nImage data downloads are refused to this client.');
+      return;
+    }
+    const forwarded = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forwarded.once('error', (error) => res.destroy(error));
+    req.pipe(forwarded);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    refused,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
+  let ceph: CephCluster;
+  let glance: RunningGlance;
+  let relay: GlanceRelay;
+  let proxy: RunningProxy;
+  let worker: RunningProxy;
+  let dir: string;
+  let client: HttpClient;
+
+  beforeAll(async () => {
+    ceph = await startCeph();
+    glance = await startGlance({ store: 'rbd', extraConf: await writeGlanceRbdConf(ceph) });
+    relay = await startDownloadRefusingRelay(glance.url);
+    dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-rbd-'));
+    const configFile = join(dir, 'config.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        upstream: glance.url,
+        rawcache: {
+          enabled: true,
+          // The worker's own way to Glance; the proxy keeps talking to Glance itself.
+          glance_url: relay.url,
+          queue: { backend: 'sqlite', sqlite_path: join(dir, 'queue.sqlite'), lease_seconds: 3 },
+          target: { kind: 'rbd', rbd_pool: ceph.pool, rbd_user: ceph.user, ceph_conf: ceph.confPath },
+          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 2, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
+        },
+      }),
+    );
+    proxy = await startProxy({ upstream: glance.url, config: configFile });
+    worker = await startWorker({ config: configFile, opsPort: await freePort() });
+    client = new HttpClient(proxy.url);
+  }, 180_000);
+
+  afterAll(async () => {
+    client?.destroy();
+    await worker?.stop();
+    await proxy?.stop();
+    await relay?.close();
+    await glance?.stop();
+    await ceph?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 120_000);
+
+  const create = async (body: Json) => {
+    const res = await client.sendJson('POST', '/v2/images', body);
+    expect(res.status).toBe(201);
+    return res.json() as Json;
+  };
+  const upload = async (id: string, file: string) => {
+    const res = await client.request({ method: 'PUT', path: `/v2/images/${id}/file`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(file) });
+    expect(res.status).toBe(204);
+  };
+  const show = async (id: string) => (await client.get(`/v2/images/${id}`)).json() as Json;
+  const waitForImage = async (id: string, done: (image: Json) => boolean, timeoutMs = 90_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const image = await show(id);
+      if (done(image)) return image;
+      if (Date.now() > deadline) throw new Error(`image ${id} did not reach the expected state: ${JSON.stringify(image)}\n${worker.logs().slice(-3000)}`);
+      await sleep(200);
+    }
+  };
+  const poolImages = async (): Promise<string[]> => JSON.parse(await ceph.rbd(['ls', '--pool', ceph.pool, '--format', 'json']));
+  const rbdNamesOf = async (id: string) => (await poolImages()).filter((name) => name.startsWith(id));
+  const waitForPool = async (what: string, done: (names: string[]) => boolean, timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const names = await poolImages();
+      if (done(names)) return names;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; pool ${ceph.pool} holds ${JSON.stringify(names)}\n${worker.logs().slice(-3000)}`);
+      await sleep(100);
+    }
+  };
+  const setCacheRaw = async (id: string, value: string) => {
+    const res = await client.request({
+      method: 'PATCH',
+      path: `/v2/images/${id}`,
+      headers: { 'Content-Type': PATCH_V21 },
+      body: JSON.stringify([{ op: 'replace', path: '/cache_raw', value }]),
+    });
+    expect(res.status).toBe(200);
+  };
+
+  describe("the spec's list example", () => {
+    let guest: Json;
+    let cirros: Json;
+    let cirrosFile: string;
+    let guestFile: string;
+
+    beforeAll(async () => {
+      guestFile = join(dir, 'sample-guest.raw');
+      writeFileSync(guestFile, Buffer.alloc(3 * 1024 * 1024, 0x42));
+      guest = await create({ name: 'sample-guest', disk_format: 'raw', container_format: 'bare', visibility: 'public' });
+      await upload(guest.id, guestFile);
+
+      // The exact virtual size of the spec's cirros image, with some data to convert.
+      cirrosFile = join(dir, 'cirros.qcow2');
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', cirrosFile, String(CIRROS_VIRTUAL_BYTES)]);
+      execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x5a 1M 12M', cirrosFile]);
+      cirros = await create(SPEC_CREATE_REQUEST);
+      await upload(cirros.id, cirrosFile);
+      await waitForImage(cirros.id, (i) => i.cache_raw_status === 'Cached');
+    }, 120_000);
+
+    it("lists the cached cirros image and the plain raw one field by field as the spec's example does", async () => {
+      const res = await client.get('/v2/images?sort_key=name&sort_dir=asc&limit=20');
+      expect(res.status).toBe(200);
+      const list = res.json();
+      expect({ schema: list.schema, first: list.first }).toEqual({ schema: SPEC_LIST.schema, first: SPEC_LIST.first });
+      expect(list.images.map((i: Json) => i.name).sort()).toEqual(['cirros', 'sample-guest']);
+
+      const listedCirros = list.images.find((i: Json) => i.name === 'cirros');
+      const specCirros = SPEC_LIST.images[1];
+      expect(fieldsOf(listedCirros, specCirros)).toEqual(
+        specImageFor(specCirros, listedCirros, ceph.fsid, { size: readFileSync(cirrosFile).length, checksum: md5File(cirrosFile), virtualSize: CIRROS_VIRTUAL_BYTES }),
+      );
+      // Spelled out, the fields the raw cache is about:
+      expect(listedCirros).toMatchObject({
+        store: 'rbd',
+        direct_url: `rbd://${ceph.fsid}/images/${cirros.id}/snap`,
+        cache_raw_status: 'Cached',
+        cache_raw_url: `rbd://${ceph.fsid}/images/${cirros.id}_raw/snap`,
+        cache_raw_size: String(CIRROS_VIRTUAL_BYTES),
+        virtual_size: CIRROS_VIRTUAL_BYTES,
+      });
+      expect(listedCirros.cache_raw_error).toBeUndefined();
+
+      const listedGuest = list.images.find((i: Json) => i.name === 'sample-guest');
+      const specGuest = SPEC_LIST.images[0];
+      const guestSize = readFileSync(guestFile).length;
+      expect(fieldsOf(listedGuest, specGuest)).toEqual(
+        specImageFor(specGuest, listedGuest, ceph.fsid, { size: guestSize, checksum: md5File(guestFile), virtualSize: listedGuest.virtual_size }),
+      );
+      expect(listedGuest.virtual_size === null || listedGuest.virtual_size === guestSize).toBe(true);
+      // No cache_raw: no raw-cache field at all, as in the spec.
+      expect(Object.keys(listedGuest).filter((k) => k.startsWith('cache_raw'))).toEqual([]);
+    });
+
+    it('shows the cirros image exactly as the list does', async () => {
+      const listed = (await client.get('/v2/images?sort_key=name&sort_dir=asc&limit=20')).json().images.find((i: Json) => i.name === 'cirros');
+      expect(await show(cirros.id)).toEqual(listed);
+    });
+
+    it('answered the create as the spec does, with the extension properties in canonical form', () => {
+      expect(cirros).toMatchObject({ ...SPEC_CREATE_REQUEST, status: 'queued', size: null, virtual_size: null, checksum: null, min_ram: 0, min_disk: 0, protected: false, tags: [] });
+      expect(cirros.store).toBeUndefined();
+      expect(cirros.cache_raw_status).toBeUndefined();
+    });
+
+    it('keeps the copy as images/<id>_raw@snap, protected, holding exactly what qemu-img convert -O raw makes', async () => {
+      const snapshots = JSON.parse(await ceph.rbd(['snap', 'ls', '--format', 'json', `images/${cirros.id}_raw`]));
+      expect(snapshots).toEqual([expect.objectContaining({ name: 'snap', protected: 'true', size: CIRROS_VIRTUAL_BYTES })]);
+      expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', `images/${cirros.id}_raw@snap`, '-'])).toBe(
+        await rawSha256Of(dir, cirrosFile),
+      );
+      // Beside Glance's own image, which stays as Glance made it.
+      expect(await rbdNamesOf(cirros.id)).toEqual(expect.arrayContaining([cirros.id, `${cirros.id}_raw`]));
+      expect(await rbdNamesOf(cirros.id)).toHaveLength(2);
+    });
+
+    it('read the source straight from RBD: the worker never downloaded image data through Glance', () => {
+      expect(relay.refused).toEqual([]);
+      // It did talk to Glance through the relay: it read the image and recorded its state there.
+      expect(relay.seen).toEqual(expect.arrayContaining([`GET /v2/images/${cirros.id}`, `PATCH /v2/images/${cirros.id}`]));
+      const converting = worker.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"') && l.includes(cirros.id));
+      expect(converting).toHaveLength(1);
+    });
+  });
+
+  it('removes <id>_raw when cache_raw is turned off, and keeps the image', async () => {
+    const source = makeQcow2(dir, 'off.qcow2', 32, 4, 0x21);
+    const { id } = await create({ name: 'off', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+    await upload(id, source);
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(await rbdNamesOf(id)).toContain(`${id}_raw`);
+
+    await setCacheRaw(id, 'False');
+    const image = await waitForImage(id, (i) => i.cache_raw_status === undefined && i.cache_raw_url === undefined && i.cache_raw_size === undefined);
+    expect(image).toMatchObject({ cache_raw: 'False', status: 'active', store: 'rbd' });
+    expect(await rbdNamesOf(id)).toEqual([id]);
+  });
+
+  it('removes <id>_raw when the image is deleted through the proxy', async () => {
+    const source = makeQcow2(dir, 'deleted.qcow2', 32, 4, 0x22);
+    const { id } = await create({ name: 'deleted', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+    await upload(id, source);
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    expect(await rbdNamesOf(id)).toEqual(expect.arrayContaining([id, `${id}_raw`]));
+
+    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+    await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)));
+  });
+
+  it('leaves nothing in the pool when the image is deleted while its copy is being written', async () => {
+    const source = makeQcow2(dir, 'mid.qcow2', 2048, 600, 0x33);
+    const { id } = await create({ name: 'gone-mid-way', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+    await upload(id, source);
+    // qemu-img is writing the copy once its partial image exists.
+    await waitForPool(`${id}_raw_partial`, (names) => names.includes(`${id}_raw_partial`), 90_000);
+    expect((await show(id)).cache_raw_status).toBe('Caching');
+    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+
+    await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)), 90_000);
+    // And nothing comes back: the worker settled the job instead of finishing the copy.
+    await sleep(3000);
+    expect(await rbdNamesOf(id)).toEqual([]);
+    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"(image is gone; its raw copy is removed|image deleted during conversion)"|"message":"(image is gone; its raw copy is removed|image deleted during conversion)".*"image_id":"${id}"`), 30_000);
+    expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
+  }, 240_000);
+});
