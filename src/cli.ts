@@ -111,7 +111,7 @@ async function worker(argv: string[]): Promise<void> {
     ? await startOpsServer(
         config.metrics.worker_listen,
         metrics,
-        createHealth({ disableByFile: config.health.disable_by_file, checks: [glanceCheck(runtime.glance.baseUrl), queueCheck(() => runtime.queue.health())] }),
+        createHealth({ disableByFile: config.health.disable_by_file, checks: [glanceCheck(runtime.glance.baseUrl), queueCheck(() => runtime.queue.health(), true)] }),
         async () => {
           const h = await runtime.queue.health().catch(() => undefined);
           if (h?.depth !== undefined) metrics.queueDepth.set(h.depth);

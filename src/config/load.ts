@@ -77,6 +77,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   STX_GLANCE_PROXY_PUBLIC_URL: 'public_url',
   STX_GLANCE_PROXY_LOG_LEVEL: 'log.level',
   STX_GLANCE_PROXY_WORKER_LISTEN: 'metrics.worker_listen',
+  STX_GLANCE_PROXY_AMQP_URL: 'rawcache.queue.amqp_url',
   // Secrets of the worker's service identity, so that they need not sit in the file.
   STX_GLANCE_PROXY_SERVICE_PASSWORD: 'service_auth.password',
   STX_GLANCE_PROXY_SERVICE_APPLICATION_CREDENTIAL_SECRET: 'service_auth.application_credential_secret',

@@ -53,7 +53,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, { rawCache, que
   });
   const health = createHealth({
     disableByFile: config.health.disable_by_file,
-    checks: [glanceCheck(config.upstream), ...(queue ? [queueCheck(() => queue.health())] : [])],
+    checks: [glanceCheck(config.upstream), ...(queue ? [queueCheck(() => queue.health(), false)] : [])],
   });
   const refreshGauges = async () => {
     const h = await queue?.health().catch(() => undefined);

@@ -102,7 +102,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       options.onFailure?.(status);
       logger.warn('upstream request failed', { request_id: logRequestId(req), method: req.method, path: req.url, status, error: err.code ?? err.message });
       sendGlanceError(req, res, status, DEFAULT_EXPLANATIONS[status], {
-        detail: status === 504 ? 'The image service did not answer in time.' : 'The image service could not be reached.',
+        detail: { 502: 'The image service sent an incomplete or invalid answer.', 503: 'The image service could not be reached.', 504: 'The image service did not answer in time.' }[status],
       });
     });
   }

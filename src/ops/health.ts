@@ -9,6 +9,8 @@ import https from 'node:https';
  */
 export interface HealthCheck {
   name: string;
+  /** False: reported in the details but never turns the answer to 503. */
+  critical?: boolean;
   run(): Promise<{ ok: boolean; reason: string; details?: Record<string, unknown> }>;
 }
 
@@ -20,7 +22,7 @@ export interface HealthOptions {
 const CACHE_MS = 2_000;
 
 export function createHealth(options: HealthOptions) {
-  let cached: { at: number; result: Promise<Array<{ name: string; ok: boolean; reason: string; details?: Record<string, unknown> }>> } | undefined;
+  let cached: { at: number; result: Promise<Array<{ name: string; critical?: boolean; ok: boolean; reason: string; details?: Record<string, unknown> }>> } | undefined;
 
   const runChecks = () => {
     if (!cached || Date.now() - cached.at > CACHE_MS) {
@@ -29,7 +31,7 @@ export function createHealth(options: HealthOptions) {
       all.push(...options.checks);
       cached = {
         at: Date.now(),
-        result: Promise.all(all.map(async (c) => ({ name: c.name, ...(await c.run().catch((e: Error) => ({ ok: false, reason: e.message }))) }))),
+        result: Promise.all(all.map(async (c) => ({ name: c.name, critical: c.critical, ...(await c.run().catch((e: Error) => ({ ok: false, reason: e.message }))) }))),
       };
     }
     return cached.result;
@@ -37,11 +39,11 @@ export function createHealth(options: HealthOptions) {
 
   return async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const results = await runChecks();
-    const ok = results.every((r) => r.ok);
+    const ok = results.every((r) => r.ok || r.critical === false);
     const detailed = /[?&]detailed(=|&|$)/.test(req.url ?? '');
     const wantsJson = /application\/json/i.test(req.headers.accept ?? '');
     const status = ok ? 200 : 503;
-    const reasons = ok ? ['OK'] : results.filter((r) => !r.ok).map((r) => r.reason);
+    const reasons = ok ? ['OK'] : results.filter((r) => !r.ok && r.critical !== false).map((r) => r.reason);
     let body: string;
     let type: string;
     if (wantsJson) {
@@ -74,10 +76,15 @@ function disabledByFile(path: string): HealthCheck {
   };
 }
 
-/** The queue answers: triggers can be recorded. */
-export function queueCheck(health: () => Promise<{ ok: boolean; depth?: number; detail?: string }>): HealthCheck {
+/**
+ * The queue answers: triggers can be recorded. Not critical for the proxy, whose triggers are
+ * best effort (the sweep finds what a queue outage missed): a RabbitMQ outage must not take every
+ * image API node out of the load balancer. Critical for a worker, which has nothing to do without it.
+ */
+export function queueCheck(health: () => Promise<{ ok: boolean; depth?: number; detail?: string }>, critical: boolean): HealthCheck {
   return {
     name: 'rawcache_queue',
+    critical,
     run: async () => {
       const h = await health();
       return { ok: h.ok, reason: h.ok ? 'OK' : `raw-cache queue unavailable: ${h.detail ?? 'no answer'}`, details: { depth: h.depth } };

@@ -350,3 +350,20 @@ async function checkConsistency(file: string, format: string, signal: AbortSigna
   }
   throw new RawCacheError(`the ${format} image could not be checked (qemu-img check: ${stderrSummary(result)}): refused as corrupt`, true);
 }
+
+/**
+ * For an image declared `raw`, which the worker does not convert: the format its first bytes show
+ * when they are not raw at all. A "raw" image whose data is really qcow2 (or another container
+ * format) is the classic image attack on whoever later uses it as raw.
+ */
+export function containerFormatInHeader(head: Buffer): string | undefined {
+  const finding = sniffHeader(head);
+  if (finding.kind === 'qcow2') return 'qcow2';
+  if (finding.kind === 'vmdk-descriptor') return 'vmdk';
+  const ascii = head.subarray(0, 8).toString('latin1');
+  if (ascii.startsWith('KDMV')) return 'vmdk';
+  if (ascii === 'vhdxfile') return 'vhdx';
+  if (ascii.startsWith('QED\0')) return 'qed';
+  if (head.length >= 0x44 && head.readUInt32LE(0x40) === 0xbeda107f) return 'vdi';
+  return undefined;
+}

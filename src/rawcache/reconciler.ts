@@ -71,9 +71,9 @@ export async function sweep(deps: SweepDeps): Promise<SweepResult> {
 async function reasonToRequeue(image: CachedImage, target: RawCopyTarget, config: RawCacheConfig): Promise<string | undefined> {
   if (needsRawCacheWork(image)) return wantsRawCopy(image) ? 'needs a raw copy' : 'cache_raw is off but raw-cache fields remain';
   if (!wantsRawCopy(image) || image.status !== 'active') return undefined;
-  if (image.cache_raw_status === 'Caching') {
+  if (image.cache_raw_status === 'Caching' || image.cache_raw_status === 'Queued') {
     const age = (Date.now() - Date.parse(image.updated_at ?? '')) / 1000;
-    if (!(age < config.worker.stuck_after_seconds)) return `Caching for ${Math.round(age)} s`;
+    if (!(age < config.worker.stuck_after_seconds)) return `${image.cache_raw_status} for ${Math.round(age)} s`;
   }
   if (image.cache_raw_status === 'Cached' && !isAlreadyRaw(image) && !(await target.exists(image.id))) return 'Cached but the copy is missing';
   return undefined;

@@ -35,7 +35,12 @@ export async function openQueue(config: ProxyConfig, logger: Logger): Promise<Jo
  */
 async function serviceGlanceClient(config: ProxyConfig, logger: Logger): Promise<GlanceClient> {
   if (!config.service_auth) return new GlanceClient({ baseUrl: glanceUrlFor(config) });
-  const auth = createServiceAuth(config.service_auth, logger);
+  let auth: ReturnType<typeof createServiceAuth>;
+  try {
+    auth = createServiceAuth(config.service_auth, logger);
+  } catch (err) {
+    throw new ConfigError(`config: ${(err as Error).message}`);
+  }
   let baseUrl = config.service_auth.glance_from_catalog ? await auth.imageEndpoint() : undefined;
   if (config.service_auth.glance_from_catalog && !baseUrl) throw new ConfigError("config: service_auth.glance_from_catalog is set but the catalog has no 'image' endpoint for that interface and region");
   baseUrl ??= glanceUrlFor(config);

@@ -67,7 +67,9 @@ export function needsRawCacheWork(image: CachedImage): boolean {
   if (!wantsRawCopy(image)) return hasRawCacheFields(image);
   if (isDataPending(image)) return true;
   if (image.status !== 'active') return false;
-  return image.cache_raw_status === undefined || image.cache_raw_status === 'Queued';
+  // Queued, Caching: a job holds the image (a retry waits out its backoff); the sweep looks after
+  // the ones that stay so too long.
+  return image.cache_raw_status === undefined;
 }
 
 /** What clients see while the durable job waits for a worker: Queued with size "-". */

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
-import { inspectImage } from './inspect';
+import { containerFormatInHeader, inspectImage } from './inspect';
 import { fetchVerifiedSource, rbdExportReader } from './source';
 import { RAW_CACHE_FIELDS, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
 import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
@@ -12,6 +12,10 @@ import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } fro
 const DATA_PENDING_RECHECK_MS = 3_000;
 /** How often a conversion checks that its image still exists and still wants a copy. */
 const WATCH_INTERVAL_MS = 2_000;
+/** Enough of an image to see any container format's header. */
+const RAW_HEADER_BYTES = 64 * 1024;
+/** Retried failures say so; once they end in Error that promise no longer holds. */
+const RETRY_PROMISE = /;?\s*(it )?will (be )?retr(y|ied)[^.;]*\.?$/i;
 
 export interface WorkerDeps {
   glance: GlanceClient;
@@ -100,6 +104,12 @@ export class RawCacheWorker {
 
   private async recordOwnData(image: CachedImage, job: ClaimedJob): Promise<void> {
     await this.deps.target.remove(image.id);
+    const disguised = containerFormatInHeader(await this.deps.glance.downloadHead(image.id, RAW_HEADER_BYTES));
+    if (disguised) {
+      const message = `The image data is ${disguised}, not raw as its disk_format says: refused (set disk_format to ${disguised} and upload again).`;
+      await this.deps.glance.updateProperties(image, { cache_raw_status: 'Error', cache_raw_error: message, cache_raw_size: '-' }, ['cache_raw_url']);
+      return job.complete();
+    }
     const own = image.direct_url ?? image.locations?.[0]?.url;
     const fields: Record<string, string> = { cache_raw_status: 'Cached', cache_raw_size: String(image.size ?? '-') };
     if (own) fields.cache_raw_url = own;
@@ -181,7 +191,7 @@ export class RawCacheWorker {
     const message = (err as Error).message;
     const current = (await glance.getImage(image.id).catch(() => image)) ?? image;
     if (permanent || lastAttempt) {
-      const reason = permanent ? message : `The RAW copy failed ${job.attempts + 1} times; last error: ${message}`;
+      const reason = permanent ? message : `The RAW copy failed ${job.attempts + 1} times; last error: ${message.replace(RETRY_PROMISE, '')}`;
       log.error('raw cache failed', { error: message, permanent });
       this.deps.onConversion?.('error', seconds);
       await glance

@@ -163,11 +163,11 @@ describe('RabbitMQ job queue', () => {
     await rabbit.restart('SIGKILL');
     // The handlers that ran across the crash settle now: their acks have nowhere to go.
     held.open();
-    await waitUntil(() => ids.every((id) => runs.includes(id)), 30_000, 'every job after the restart');
+    await waitUntil(() => ids.every((id) => runs.includes(id)), 90_000, 'every job after the restart');
     for (const id of unacked) expect(runs.filter((seen) => seen === id).length).toBe(2);
     await waitUntil(async () => (await producer.health()).depth === 0, 10_000, 'an empty queue');
     await producer.enqueue(imageId(), 'reconcile');
-  });
+  }, 150_000);
 
   it('declares a partition queue again when it was deleted under it (queue expiry policy), rejecting the job that found none', async () => {
     const config = amqpConfig({ amqp_partitions: 1 });
