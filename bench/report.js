@@ -231,5 +231,8 @@ Budget: ${RSS_LIMIT_MIB} MiB. Result: **${rssPeak < RSS_LIMIT_MIB ? 'within budg
 ${reading()}
 `;
 
-fs.writeFileSync(resultsFile, report);
+// The raw-cache section belongs to bench/rawcache.sh: keep it across pass-through runs.
+const previous = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
+const kept = /<!-- rawcache:begin[\s\S]*<!-- rawcache:end -->/.exec(previous);
+fs.writeFileSync(resultsFile, kept ? `${report.trimEnd()}\n\n${kept[0]}\n` : report);
 process.stdout.write(report);

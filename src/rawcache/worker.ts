@@ -1,11 +1,12 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
 import { fetchVerifiedSource, rbdExportReader } from './source';
-import { RAW_CACHE_FIELDS, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
+import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
 import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
 /** How often an import still running is looked at again (it does not count as a failure). */
@@ -84,7 +85,11 @@ export class RawCacheWorker {
       log.info('image is gone; its raw copy is removed');
       return job.complete();
     }
-    if (!wantsRawCopy(image!)) return this.removeCopy(image!, job, log);
+    if (!wantsRawCopy(image!)) {
+      // Every upload is a trigger; most images never asked for a copy and have nothing to undo.
+      if (!hasRawCacheFields(image!)) return job.complete();
+      return this.removeCopy(image!, job, log);
+    }
     if (isDataPending(image!)) return job.retry(DATA_PENDING_RECHECK_MS, { countAttempt: false });
     if (image!.status !== 'active') return job.complete();
     if (isAlreadyRaw(image!)) return this.recordOwnData(image!, job);
@@ -133,8 +138,11 @@ export class RawCacheWorker {
     }, WATCH_INTERVAL_MS);
     let sourcePath: string | undefined;
     try {
-      // Caching already: a run before this one died mid-way; start from a clean target.
-      if (image.cache_raw_status === 'Caching') await target.remove(image.id);
+      // Caching already: a run before this one died mid-way; start from a clean target and work dir.
+      if (image.cache_raw_status === 'Caching') {
+        await target.remove(image.id);
+        await this.removeStaleSources(image.id);
+      }
       let current = await glance.updateProperties(image, { cache_raw_status: 'Caching', cache_raw_size: '-' }, ['cache_raw_url', 'cache_raw_error']);
       log.info('converting to RAW', { disk_format: image.disk_format, size: image.size });
       const source = await fetchVerifiedSource(
@@ -158,6 +166,16 @@ export class RawCacheWorker {
       this.running.delete(controller);
       if (sourcePath) await rm(sourcePath, { force: true });
     }
+  }
+
+  /**
+   * Source files a killed run left in the work dir. Safe even when workers share the directory:
+   * only one job for an image runs at a time, and this one holds it.
+   */
+  private async removeStaleSources(imageId: string): Promise<void> {
+    const dir = this.deps.config.worker.work_dir;
+    const stale = (await readdir(dir).catch(() => [] as string[])).filter((name) => name.startsWith(`${imageId}.src.`));
+    for (const name of stale) await rm(join(dir, name), { force: true });
   }
 
   private openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> | Readable {

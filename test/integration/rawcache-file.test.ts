@@ -240,12 +240,14 @@ describe('raw cache with the file store and the SQLite queue', () => {
     worker.kill('SIGKILL');
     await worker.exited;
     workers.splice(workers.indexOf(worker), 1);
+    await worker.stop();
     expect((await show(id)).cache_raw_status).toBe('Caching');
 
     await startAWorker();
     const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
     expect(image.cache_raw_size).toBe(String(2048 * 1024 * 1024));
     expect(leftovers()).toEqual([]);
+    expect(readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id))).toEqual([]);
     expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
   }, 180_000);
 

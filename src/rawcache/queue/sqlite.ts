@@ -64,6 +64,8 @@ interface RunningClaim {
   done: Promise<void>;
   /** Its lease was found taken by another claim (logged once). */
   lost: boolean;
+  /** The handler settled the job: the row is no longer this claim's, even while the handler finishes. */
+  settled: boolean;
 }
 
 /**
@@ -302,12 +304,15 @@ export class SqliteJobQueue implements JobQueue {
       attempts: row.attempts,
       enqueuedAt: new Date(row.enqueued_at).toISOString(),
     };
-    const settlement = new JobSettlement(job, (s) => this.settle(job.imageId, owner, s));
-    const done = settlement.run(this.handler!, this.retryDelayMs, this.logger).finally(() => {
-      this.running.delete(job.imageId);
+    const claim: RunningClaim = { imageId: job.imageId, owner, done: Promise.resolve(), lost: false, settled: false };
+    const settlement = new JobSettlement(job, (s) => this.settle(job.imageId, owner, s).finally(() => (claim.settled = true)));
+    claim.done = settlement.run(this.handler!, this.retryDelayMs, this.logger).finally(() => {
+      // Once settled, the job may have been claimed again (a trigger came during the run) while this
+      // handler was still cleaning up: that newer claim is not this one's to drop.
+      if (this.running.get(job.imageId) === claim) this.running.delete(job.imageId);
       this.schedulePoll(0);
     });
-    this.running.set(job.imageId, { imageId: job.imageId, owner, done, lost: false });
+    this.running.set(job.imageId, claim);
   }
 
   private async settle(imageId: string, owner: string, settlement: Settlement): Promise<void> {
@@ -340,7 +345,7 @@ export class SqliteJobQueue implements JobQueue {
     if (this.running.size === 0) return;
     const until = Date.now() + this.leaseMs;
     for (const claim of this.running.values()) {
-      if (claim.lost) continue;
+      if (claim.lost || claim.settled) continue;
       try {
         const { changes } = this.statements.renew.run({ imageId: claim.imageId, owner: claim.owner, until });
         if (changes === 0) {

@@ -1,0 +1,164 @@
+import { createReadStream, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type ChannelModel } from 'amqplib';
+import { startGlance, type RunningGlance } from '../harness/glance';
+import { HttpClient } from '../harness/http';
+import { makeQcow2, rawSha256Of, sha256File } from '../harness/images';
+import { freePort } from '../harness/ports';
+import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
+import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
+
+/**
+ * The raw cache with the RabbitMQ queue, end to end: real Glance (file store), the proxy publishing
+ * each trigger to a real RabbitMQ before it answers, and `stx-glance-proxy worker` processes on the
+ * other side. Jobs must survive a broker restart, run once each across workers, and come back to
+ * another worker when the one holding them dies.
+ */
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const QUEUE = 'stx-glance-proxy-e2e.rawcache';
+const PARTITIONS = 4;
+
+describe('raw cache with the RabbitMQ queue', () => {
+  let rabbit: RunningRabbitMQ;
+  let glance: RunningGlance;
+  let proxy: RunningProxy;
+  let dir: string;
+  let rawDir: string;
+  let configFile: string;
+  let client: HttpClient;
+  const workers: RunningProxy[] = [];
+
+  const startAWorker = async () => {
+    const worker = await startWorker({ config: configFile, opsPort: await freePort() });
+    workers.push(worker);
+    return worker;
+  };
+
+  beforeAll(async () => {
+    [rabbit, glance] = await Promise.all([startRabbitMQ(), startGlance()]);
+    dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-amqp-'));
+    rawDir = join(dir, 'raw');
+    configFile = join(dir, 'config.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        upstream: glance.url,
+        rawcache: {
+          enabled: true,
+          queue: { backend: 'amqp', amqp_url: rabbit.url, amqp_queue: QUEUE, amqp_partitions: PARTITIONS },
+          target: { kind: 'file', file_dir: rawDir },
+          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 3, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
+        },
+      }),
+    );
+    proxy = await startProxy({ upstream: glance.url, config: configFile });
+    client = new HttpClient(proxy.url);
+  }, 120_000);
+
+  afterAll(async () => {
+    client?.destroy();
+    while (workers.length) await workers.pop()!.stop();
+    await proxy?.stop();
+    await glance?.stop();
+    await rabbit?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 120_000);
+
+  const create = async (name: string) => {
+    const res = await client.sendJson('POST', '/v2/images', { name, container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+    expect(res.status).toBe(201);
+    return res.json().id as string;
+  };
+  const upload = async (id: string, file: string) => {
+    const res = await client.request({ method: 'PUT', path: `/v2/images/${id}/file`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(file) });
+    expect(res.status).toBe(204);
+  };
+  const show = async (id: string) => (await client.get(`/v2/images/${id}`)).json();
+  const waitForImage = async (id: string, done: (image: Record<string, any>) => boolean, timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const image = await show(id);
+      if (done(image)) return image;
+      if (image.cache_raw_status === 'Error' || Date.now() > deadline) {
+        throw new Error(`image ${id} did not reach the expected state: ${JSON.stringify(image)}\n${workers.map((w) => w.logs().slice(-2000)).join('\n')}`);
+      }
+      await sleep(200);
+    }
+  };
+  /** Lines "converting to RAW" per worker, for one image. */
+  const conversionsOf = (id: string, of: RunningProxy[] = workers) =>
+    of.map((w) => w.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"') && l.includes(`"image_id":"${id}"`)).length);
+  const partials = () => readdirSync(rawDir).filter((name) => name.includes('.partial-'));
+
+  /** Ready messages in the partition queues, as an operator would count them. */
+  const queuedJobs = async (): Promise<number> => {
+    let connection: ChannelModel | undefined;
+    try {
+      connection = await connect(rabbit.url);
+      connection.on('error', () => undefined);
+      const channel = await connection.createChannel();
+      let total = 0;
+      for (let n = 0; n < PARTITIONS; n++) total += (await channel.checkQueue(`${QUEUE}.${n}`)).messageCount;
+      return total;
+    } finally {
+      await connection?.close().catch(() => undefined);
+    }
+  };
+
+  it('keeps the jobs of uploads made while no worker runs through a RabbitMQ restart; two workers then convert each image once', async () => {
+    const images: Array<{ id: string; file: string }> = [];
+    for (let i = 0; i < 5; i++) {
+      const file = makeQcow2(dir, `queued-${i}.qcow2`, 48, 8, 0x41 + i);
+      const id = await create(`queued-${i}`);
+      await upload(id, file);
+      images.push({ id, file });
+    }
+    for (const { id } of images) expect(await show(id)).toMatchObject({ status: 'active', cache_raw_status: 'Queued', cache_raw_size: '-' });
+    // The proxy answered each upload only after the broker confirmed the job.
+    expect(await queuedJobs()).toBe(images.length);
+
+    await rabbit.restart();
+    expect(await queuedJobs()).toBe(images.length);
+    // The proxy lost its connection in the restart and makes a new one on its own.
+    await proxy.waitForLog('raw-cache queue: reconnected to RabbitMQ', 30_000);
+
+    const pair = [await startAWorker(), await startAWorker()];
+    for (const { id } of images) await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+    for (const { id, file } of images) {
+      expect(conversionsOf(id, pair).reduce((a, b) => a + b, 0)).toBe(1);
+      expect(await show(id)).toMatchObject({ cache_raw_url: `file://${join(rawDir, `${id}.raw`)}`, cache_raw_size: String(48 * 1024 * 1024) });
+      expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, file));
+    }
+    expect(partials()).toEqual([]);
+    // Every job acked: nothing is left to deliver.
+    const deadline = Date.now() + 10_000;
+    while ((await queuedJobs()) > 0 && Date.now() < deadline) await sleep(200);
+    expect(await queuedJobs()).toBe(0);
+  }, 180_000);
+
+  it('hands the job of a worker SIGKILLed mid-conversion to the other worker, which ends it Cached with no partial copy', async () => {
+    while (workers.length < 2) await startAWorker();
+    const source = makeQcow2(dir, 'big.qcow2', 2048, 600, 0x5c);
+    const id = await create('big');
+    await upload(id, source);
+
+    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    const holder = await Promise.any(workers.map((w) => w.waitForLog(new RegExp(`"image_id":"${id}".*"message":"converting to RAW"`)).then(() => w)));
+    const other = workers.find((w) => w !== holder)!;
+    await sleep(300);
+    // SIGKILL to the worker and then to what it ran (as systemd ends a crashed service's cgroup).
+    await holder.stop('SIGKILL');
+    workers.splice(workers.indexOf(holder), 1);
+    expect((await show(id)).cache_raw_status).toBe('Caching');
+
+    const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    expect(image.cache_raw_size).toBe(String(2048 * 1024 * 1024));
+    expect(conversionsOf(id, [other])).toEqual([1]);
+    expect(partials()).toEqual([]);
+    expect(readdirSync(rawDir).filter((name) => name.startsWith(id))).toEqual([`${id}.raw`]);
+    expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, source));
+  }, 240_000);
+});
