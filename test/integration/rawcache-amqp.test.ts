@@ -1,4 +1,4 @@
-import { createReadStream, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, rawSha256Of, sha256File } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
 
@@ -41,19 +42,11 @@ describe('raw cache with the RabbitMQ queue', () => {
     [rabbit, glance] = await Promise.all([startRabbitMQ(), startGlance()]);
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-amqp-'));
     rawDir = join(dir, 'raw');
-    configFile = join(dir, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        upstream: glance.url,
-        rawcache: {
-          enabled: true,
-          queue: { backend: 'amqp', amqp_url: rabbit.url, amqp_queue: QUEUE, amqp_partitions: PARTITIONS },
-          target: { kind: 'file', file_dir: rawDir },
-          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 3, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
-        },
-      }),
-    );
+    configFile = writeRawCacheConfig(dir, {
+      upstream: glance.url,
+      queue: { backend: 'amqp', amqp_url: rabbit.url, amqp_queue: QUEUE, amqp_partitions: PARTITIONS },
+      worker: { max_attempts: 3 },
+    });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
     client = new HttpClient(proxy.url);
   }, 120_000);
@@ -67,27 +60,11 @@ describe('raw cache with the RabbitMQ queue', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 120_000);
 
-  const create = async (name: string) => {
-    const res = await client.sendJson('POST', '/v2/images', { name, container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
-    expect(res.status).toBe(201);
-    return res.json().id as string;
-  };
-  const upload = async (id: string, file: string) => {
-    const res = await client.request({ method: 'PUT', path: `/v2/images/${id}/file`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(file) });
-    expect(res.status).toBe(204);
-  };
-  const show = async (id: string) => (await client.get(`/v2/images/${id}`)).json();
-  const waitForImage = async (id: string, done: (image: Record<string, any>) => boolean, timeoutMs = 60_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const image = await show(id);
-      if (done(image)) return image;
-      if (image.cache_raw_status === 'Error' || Date.now() > deadline) {
-        throw new Error(`image ${id} did not reach the expected state: ${JSON.stringify(image)}\n${workers.map((w) => w.logs().slice(-2000)).join('\n')}`);
-      }
-      await sleep(200);
-    }
-  };
+  const steps = () => imageSteps(client, () => workers.map((w) => w.logs().slice(-2000)).join('\n'));
+  const create = async (name: string) => (await steps().create({ name, cache_raw: 'True' })).id as string;
+  const upload = (id: string, file: string) => steps().upload(id, file);
+  const show = (id: string) => steps().show(id);
+  const waitForImage = (id: string, done: (image: Image) => boolean, timeoutMs?: number) => steps().waitForImage(id, done, timeoutMs);
   /** Lines "converting to RAW" per worker, for one image. */
   const conversionsOf = (id: string, of: RunningProxy[] = workers) =>
     of.map((w) => w.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"') && l.includes(`"image_id":"${id}"`)).length);

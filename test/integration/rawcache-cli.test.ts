@@ -1,11 +1,13 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, rawSha256Of, sha256File } from '../harness/images';
 import { freePort } from '../harness/ports';
+import * as cli from '../harness/openstack-cli';
+import { glanceTable, type CliResult } from '../harness/openstack-cli';
+import { imageSteps, writeRawCacheConfig } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 
 /**
@@ -13,49 +15,6 @@ import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
  * `openstack` (python-openstackclient 6.0) CLIs, through the proxy to a real Glance (file store,
  * dummy token), with the SQLite queue and a `stx-glance-proxy worker` making the copies.
  */
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs an OpenStack CLI with a fresh HOME: glanceclient caches Glance's image schema in
- * ~/.glanceclient and, from the second command on, dies on the cached `stores` property clashing with
- * its own --stores option (shared/research/real-glance-behaviour.md §7).
- */
-function runCli(command: string, args: string[]): Promise<CliResult> {
-  const home = mkdtempSync(join(tmpdir(), 'stx-cli-home-'));
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
-  for (const name of Object.keys(env)) {
-    if (name.startsWith('OS_') || name === 'PYTHONHOME' || name === 'PYTHONPATH') delete env[name];
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      rmSync(home, { recursive: true, force: true });
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The rows of glanceclient's `| Property | Value |` table. */
-function glanceTable(output: string): Record<string, string> {
-  const rows: Record<string, string> = {};
-  for (const line of output.split('\n')) {
-    const match = /^\| (\S+)\s+\| (.*?)\s*\|$/.exec(line);
-    if (match && match[1] !== 'Property') rows[match[1]] = match[2];
-  }
-  return rows;
-}
 
 describe('the raw cache through the glance and openstack CLIs', () => {
   let glance: RunningGlance;
@@ -71,37 +30,16 @@ describe('the raw cache through the glance and openstack CLIs', () => {
   let glanceImageId: string;
   let openstackImageId: string;
 
-  const glanceCli = (...args: string[]) => runCli('/usr/bin/glance', ['--os-image-url', proxy.url, '--os-auth-token', 'dummy', ...args]);
-  const openstackCli = (...args: string[]) =>
-    runCli('/usr/bin/openstack', ['--os-auth-type', 'admin_token', '--os-endpoint', `${proxy.url}/v2`, '--os-token', 'dummy', ...args]);
+  const glanceCli = (...args: string[]) => cli.glanceCli(proxy.url, ...args);
+  const openstackCli = (...args: string[]) => cli.openstackCli(proxy.url, ...args);
   const copyPath = (id: string) => join(rawDir, `${id}.raw`);
-  const waitForCached = async (id: string, timeoutMs = 60_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const image = (await client.get(`/v2/images/${id}`)).json();
-      if (image.cache_raw_status === 'Cached') return image;
-      if (image.cache_raw_status === 'Error' || Date.now() > deadline) throw new Error(`image ${id} is not Cached: ${JSON.stringify(image)}`);
-      await sleep(200);
-    }
-  };
+  const waitForCached = (id: string, timeoutMs = 60_000) => imageSteps(client, () => worker?.logs().slice(-2000) ?? '').waitForImage(id, (i) => i.cache_raw_status === 'Cached', timeoutMs);
 
   beforeAll(async () => {
     glance = await startGlance();
     dir = mkdtempSync(join(tmpdir(), 'stx-rawcache-cli-'));
     rawDir = join(dir, 'raw');
-    configFile = join(dir, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        upstream: glance.url,
-        rawcache: {
-          enabled: true,
-          queue: { backend: 'sqlite', sqlite_path: join(dir, 'queue.sqlite'), lease_seconds: 5 },
-          target: { kind: 'file', file_dir: rawDir },
-          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 2, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
-        },
-      }),
-    );
+    configFile = writeRawCacheConfig(dir, { upstream: glance.url });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
     client = new HttpClient(proxy.url);
     qcow2File = makeQcow2(dir, 'cli.qcow2', 24, 3);

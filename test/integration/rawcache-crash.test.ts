@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
-import { createReadStream, writeFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2 } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { writeRawCacheConfig } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 
 /**
@@ -35,20 +36,7 @@ describe('proxy killed before it could record the trigger', () => {
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-crash-'));
     queueFile = join(dir, 'queue.sqlite');
     opsPort = await freePort();
-    configFile = join(dir, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        upstream: glance.url,
-        rawcache: {
-          enabled: true,
-          queue: { backend: 'sqlite', sqlite_path: queueFile },
-          target: { kind: 'file', file_dir: join(dir, 'raw') },
-          worker: { work_dir: join(dir, 'work'), reconcile_interval_seconds: 0 },
-        },
-        metrics: { worker_listen: `127.0.0.1:${opsPort}` },
-      }),
-    );
+    configFile = writeRawCacheConfig(dir, { upstream: glance.url, extra: { metrics: { worker_listen: `127.0.0.1:${opsPort}` } } });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
   });
 

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, rawSha256Of } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21 } from './support/stx-images';
 
@@ -212,21 +213,12 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     glance = await startGlance({ store: 'rbd', extraConf: await writeGlanceRbdConf(ceph) });
     relay = await startDownloadRefusingRelay(glance.url);
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-rbd-'));
-    const configFile = join(dir, 'config.json');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        upstream: glance.url,
-        rawcache: {
-          enabled: true,
-          // The worker's own way to Glance; the proxy keeps talking to Glance itself.
-          glance_url: relay.url,
-          queue: { backend: 'sqlite', sqlite_path: join(dir, 'queue.sqlite'), lease_seconds: 3 },
-          target: { kind: 'rbd', rbd_pool: ceph.pool, rbd_user: ceph.user, ceph_conf: ceph.confPath },
-          worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 2, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0 },
-        },
-      }),
-    );
+    const configFile = writeRawCacheConfig(dir, {
+      upstream: glance.url,
+      // The worker's own way to Glance; the proxy keeps talking to Glance itself.
+      rawcache: { glance_url: relay.url },
+      target: { kind: 'rbd', rbd_pool: ceph.pool, rbd_user: ceph.user, ceph_conf: ceph.confPath },
+    });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
     worker = await startWorker({ config: configFile, opsPort: await freePort() });
     client = new HttpClient(proxy.url);
@@ -242,25 +234,11 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   }, 120_000);
 
-  const create = async (body: Json) => {
-    const res = await client.sendJson('POST', '/v2/images', body);
-    expect(res.status).toBe(201);
-    return res.json() as Json;
-  };
-  const upload = async (id: string, file: string) => {
-    const res = await client.request({ method: 'PUT', path: `/v2/images/${id}/file`, headers: { 'Content-Type': 'application/octet-stream' }, body: createReadStream(file) });
-    expect(res.status).toBe(204);
-  };
-  const show = async (id: string) => (await client.get(`/v2/images/${id}`)).json() as Json;
-  const waitForImage = async (id: string, done: (image: Json) => boolean, timeoutMs = 90_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const image = await show(id);
-      if (done(image)) return image;
-      if (image.cache_raw_status === 'Error' || Date.now() > deadline) throw new Error(`image ${id} did not reach the expected state: ${JSON.stringify(image)}\n${worker.logs().slice(-3000)}`);
-      await sleep(200);
-    }
-  };
+  const steps = () => imageSteps(client, () => worker.logs().slice(-3000));
+  const create = (body: Json) => steps().create(body) as Promise<Json>;
+  const upload = (id: string, file: string) => steps().upload(id, file);
+  const show = (id: string) => steps().show(id) as Promise<Json>;
+  const waitForImage = (id: string, done: (image: Json) => boolean, timeoutMs = 90_000) => steps().waitForImage(id, done as (image: Image) => boolean, timeoutMs) as Promise<Json>;
   const poolImages = async (): Promise<string[]> => JSON.parse(await ceph.rbd(['ls', '--pool', ceph.pool, '--format', 'json']));
   const rbdNamesOf = async (id: string) => (await poolImages()).filter((name) => name.startsWith(id));
   const waitForPool = async (what: string, done: (names: string[]) => boolean, timeoutMs = 60_000) => {

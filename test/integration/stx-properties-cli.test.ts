@@ -1,9 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
+import * as cli from '../harness/openstack-cli';
+import { glanceTable } from '../harness/openstack-cli';
 import { startProxy, type RunningProxy } from '../harness/proxy';
 import { countDirect, runTag, showDirect, type Image } from './support/stx-images';
 
@@ -15,48 +17,6 @@ import { countDirect, runTag, showDirect, type Image } from './support/stx-image
 
 const TIMEOUT_900 = 'hw_wrs_live_migration_timeout must be a number between 120 and 800 or 0, value: 900';
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs an OpenStack CLI with a HOME of its own: glanceclient caches Glance's image schema in
- * ~/.glanceclient and, from the second command on, dies on the cached `stores` property clashing with
- * its own --stores option (shared/research/real-glance-behaviour.md §7).
- */
-function runCli(command: string, args: string[]): Promise<CliResult> {
-  const home = mkdtempSync(join(tmpdir(), 'stx-cli-home-'));
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
-  // Debian's /usr/bin/python3 runs these; settings meant for another Python, or a user's cloud, must not leak in.
-  for (const name of Object.keys(env)) {
-    if (name.startsWith('OS_') || name === 'PYTHONHOME' || name === 'PYTHONPATH') delete env[name];
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      rmSync(home, { recursive: true, force: true });
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The rows of glanceclient's `| Property | Value |` table. */
-function glanceTable(output: string): Record<string, string> {
-  const rows: Record<string, string> = {};
-  for (const line of output.split('\n')) {
-    const match = /^\| (\S+)\s+\| (.*?)\s*\|$/.exec(line);
-    if (match && match[1] !== 'Property') rows[match[1]] = match[2];
-  }
-  return rows;
-}
-
 describe('the glance and openstack CLIs through the proxy', () => {
   let glance: RunningGlance;
   let proxy: RunningProxy;
@@ -65,9 +25,8 @@ describe('the glance and openstack CLIs through the proxy', () => {
   let qcow2File: string;
   const run = runTag();
 
-  const glanceCli = (...args: string[]) => runCli('/usr/bin/glance', ['--os-image-url', proxy.url, '--os-auth-token', 'dummy', ...args]);
-  const openstackCli = (...args: string[]) =>
-    runCli('/usr/bin/openstack', ['--os-auth-type', 'admin_token', '--os-endpoint', `${proxy.url}/v2`, '--os-token', 'dummy', ...args]);
+  const glanceCli = (...args: string[]) => cli.glanceCli(proxy.url, ...args);
+  const openstackCli = (...args: string[]) => cli.openstackCli(proxy.url, ...args);
 
   beforeAll(async () => {
     workDir = mkdtempSync(join(tmpdir(), 'stx-cli-'));
