@@ -14,6 +14,7 @@ import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21 } from './support/stx-images';
 
+import { SPEC_CREATE_REQUEST, SPEC_LIST } from '../fixtures/spec-examples';
 /**
  * The raw cache as StarlingX ran it: Glance keeps images in Ceph RBD (default backend `ceph`), the
  * proxy records triggers in the SQLite queue, and a `stx-glance-proxy worker` with the rbd target
@@ -26,79 +27,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ISO_DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 /** The virtual size of the spec's cirros image (its cache_raw_size, "41126400"). */
 const CIRROS_VIRTUAL_BYTES = 41126400;
-
-/** The spec's "Lists all images" example (image-api-v2-stx-extensions.rst), verbatim. */
-const SPEC_LIST = {
-  images: [
-    {
-      status: 'active',
-      virtual_size: null,
-      name: 'sample-guest',
-      tags: [],
-      container_format: 'bare',
-      created_at: '2016-10-24T22:50:17Z',
-      size: 688914432,
-      disk_format: 'raw',
-      updated_at: '2016-10-24T22:50:26Z',
-      visibility: 'public',
-      self: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202',
-      min_disk: 0,
-      protected: false,
-      id: 'ac22a842-27c6-40a5-8475-f15f12e94202',
-      file: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202/file',
-      checksum: '29514837240a4bb80df0e2362644ae17',
-      owner: 'b27359bcdb3e424db43a3e2255777f37',
-      direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/ac22a842-27c6-40a5-8475-f15f12e94202/snap',
-      min_ram: 0,
-      store: 'rbd',
-      schema: '/v2/schemas/image',
-    },
-    {
-      hw_wrs_live_migration_timeout: '400',
-      cache_raw: 'True',
-      min_ram: 0,
-      updated_at: '2016-10-25T12:06:19Z',
-      file: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67/file',
-      owner: 'b27359bcdb3e424db43a3e2255777f37',
-      id: '9d34ff07-6f66-4107-9363-e38b0b559a67',
-      size: 13287936,
-      self: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67',
-      disk_format: 'qcow2',
-      cache_raw_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67_raw/snap',
-      container_format: 'bare',
-      direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67/snap',
-      store: 'rbd',
-      schema: '/v2/schemas/image',
-      status: 'active',
-      cache_raw_size: '41126400',
-      cache_raw_status: 'Cached',
-      tags: [],
-      visibility: 'public',
-      min_disk: 0,
-      sw_wrs_auto_recovery: 'False',
-      virtual_size: null,
-      hw_wrs_live_migration_max_downtime: '350',
-      name: 'cirros',
-      checksum: 'ee1eca47dc88f4879d8a229cc70a07c6',
-      created_at: '2016-10-25T12:02:09Z',
-      protected: false,
-    },
-  ],
-  schema: '/v2/schemas/images',
-  first: '/v2/images?sort_key=name&sort_dir=asc&limit=20',
-} as const;
-
-/** The spec's "Creates an image" request body, verbatim. */
-const SPEC_CREATE_REQUEST = {
-  hw_wrs_live_migration_timeout: '400',
-  name: 'cirros',
-  container_format: 'bare',
-  cache_raw: 'True',
-  visibility: 'public',
-  disk_format: 'qcow2',
-  sw_wrs_auto_recovery: 'False',
-  hw_wrs_live_migration_max_downtime: '350',
-};
 
 type Json = Record<string, any>;
 

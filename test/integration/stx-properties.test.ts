@@ -9,117 +9,13 @@ import { HttpClient, type HttpResponse } from '../harness/http';
 import { startProxy, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21, createImage, runTag, sendPatch, setDirect, showDirect, uploadData, type Image } from './support/stx-images';
 
+import { SPEC_CREATE_REQUEST, SPEC_CREATE_RESPONSE, SPEC_ID, SPEC_LIST_FIRST, SPEC_LIST_PLAIN_IMAGE, SPEC_MODIFY_REQUEST, SPEC_MODIFY_RESPONSE, SPEC_SHOW_RESPONSE } from '../fixtures/spec-examples';
 /**
  * The StarlingX extension properties end to end, through the proxy to a real Glance (file store):
  * the examples of the StarlingX API reference (shared/spec/image-api-v2-stx-extensions.rst), the
  * normalized values Glance ends up storing, and the image schemas.
  */
 
-// The examples of the API reference, verbatim.
-const SPEC_ID = '9d34ff07-6f66-4107-9363-e38b0b559a67';
-const SPEC_CREATE_REQUEST = {
-  hw_wrs_live_migration_timeout: '400',
-  name: 'cirros',
-  container_format: 'bare',
-  cache_raw: 'True',
-  visibility: 'public',
-  disk_format: 'qcow2',
-  sw_wrs_auto_recovery: 'False',
-  hw_wrs_live_migration_max_downtime: '350',
-};
-const SPEC_CREATE_RESPONSE = {
-  hw_wrs_live_migration_timeout: '400',
-  disk_format: 'qcow2',
-  min_ram: 0,
-  updated_at: '2016-10-25T12:02:09Z',
-  file: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67/file',
-  owner: 'b27359bcdb3e424db43a3e2255777f37',
-  id: '9d34ff07-6f66-4107-9363-e38b0b559a67',
-  size: null,
-  self: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67',
-  cache_raw: 'True',
-  container_format: 'bare',
-  schema: '/v2/schemas/image',
-  status: 'queued',
-  tags: [],
-  visibility: 'public',
-  min_disk: 0,
-  sw_wrs_auto_recovery: 'False',
-  virtual_size: null,
-  hw_wrs_live_migration_max_downtime: '350',
-  name: 'cirros',
-  checksum: null,
-  created_at: '2016-10-25T12:02:09Z',
-  protected: false,
-};
-/** The show example; the list example's second image is the same body. */
-const SPEC_SHOW_RESPONSE = {
-  hw_wrs_live_migration_timeout: '400',
-  cache_raw: 'True',
-  min_ram: 0,
-  updated_at: '2016-10-25T12:06:19Z',
-  file: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67/file',
-  owner: 'b27359bcdb3e424db43a3e2255777f37',
-  id: '9d34ff07-6f66-4107-9363-e38b0b559a67',
-  size: 13287936,
-  self: '/v2/images/9d34ff07-6f66-4107-9363-e38b0b559a67',
-  disk_format: 'qcow2',
-  cache_raw_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67_raw/snap',
-  container_format: 'bare',
-  direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/9d34ff07-6f66-4107-9363-e38b0b559a67/snap',
-  store: 'rbd',
-  schema: '/v2/schemas/image',
-  status: 'active',
-  cache_raw_size: '41126400',
-  cache_raw_status: 'Cached',
-  tags: [],
-  visibility: 'public',
-  min_disk: 0,
-  sw_wrs_auto_recovery: 'False',
-  virtual_size: null,
-  hw_wrs_live_migration_max_downtime: '350',
-  name: 'cirros',
-  checksum: 'ee1eca47dc88f4879d8a229cc70a07c6',
-  created_at: '2016-10-25T12:02:09Z',
-  protected: false,
-};
-/** The list example's first image: no extension property set, data in the Ceph store. */
-const SPEC_LIST_PLAIN_IMAGE = {
-  status: 'active',
-  virtual_size: null,
-  name: 'sample-guest',
-  tags: [],
-  container_format: 'bare',
-  created_at: '2016-10-24T22:50:17Z',
-  size: 688914432,
-  disk_format: 'raw',
-  updated_at: '2016-10-24T22:50:26Z',
-  visibility: 'public',
-  self: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202',
-  min_disk: 0,
-  protected: false,
-  id: 'ac22a842-27c6-40a5-8475-f15f12e94202',
-  file: '/v2/images/ac22a842-27c6-40a5-8475-f15f12e94202/file',
-  checksum: '29514837240a4bb80df0e2362644ae17',
-  owner: 'b27359bcdb3e424db43a3e2255777f37',
-  direct_url: 'rbd://840f16bc-3238-4adb-8700-6b9876c23462/images/ac22a842-27c6-40a5-8475-f15f12e94202/snap',
-  min_ram: 0,
-  store: 'rbd',
-  schema: '/v2/schemas/image',
-};
-const SPEC_LIST_FIRST = '/v2/images?sort_key=name&sort_dir=asc&limit=20';
-const SPEC_MODIFY_REQUEST = [
-  { path: '/hw_wrs_live_migration_timeout', value: '500', op: 'replace' },
-  { path: '/sw_wrs_auto_recovery', value: 'True', op: 'replace' },
-  { path: '/hw_wrs_live_migration_max_downtime', value: '300', op: 'replace' },
-];
-const SPEC_MODIFY_RESPONSE = {
-  ...SPEC_SHOW_RESPONSE,
-  hw_wrs_live_migration_timeout: '500',
-  updated_at: '2016-10-25T12:15:41Z',
-  sw_wrs_auto_recovery: 'True',
-  hw_wrs_live_migration_max_downtime: '300',
-};
 
 const RAW_CACHE_FIELDS = ['cache_raw_status', 'cache_raw_url', 'cache_raw_size', 'cache_raw_error'];
 /** Different on every Glance: ids (compared through self and file), dates, owner, and hosts (direct_url). */
