@@ -13,8 +13,8 @@ import { freePort } from '../harness/ports';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21 } from './support/stx-images';
-
 import { SPEC_CREATE_REQUEST, SPEC_LIST } from '../fixtures/spec-examples';
+
 /**
  * The raw cache as StarlingX ran it: Glance keeps images in Ceph RBD (default backend `ceph`), the
  * proxy records triggers in the SQLite queue, and a `stx-glance-proxy worker` with the rbd target

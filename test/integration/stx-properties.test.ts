@@ -8,8 +8,8 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient, type HttpResponse } from '../harness/http';
 import { startProxy, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21, createImage, runTag, sendPatch, setDirect, showDirect, uploadData, type Image } from './support/stx-images';
-
 import { SPEC_CREATE_REQUEST, SPEC_CREATE_RESPONSE, SPEC_ID, SPEC_LIST_FIRST, SPEC_LIST_PLAIN_IMAGE, SPEC_MODIFY_REQUEST, SPEC_MODIFY_RESPONSE, SPEC_SHOW_RESPONSE } from '../fixtures/spec-examples';
+
 /**
  * The StarlingX extension properties end to end, through the proxy to a real Glance (file store):
  * the examples of the StarlingX API reference (shared/spec/image-api-v2-stx-extensions.rst), the
