@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createReadStream, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -225,6 +225,38 @@ describe('raw cache with the file store and the SQLite queue', () => {
     expect(leftovers()).toEqual([]);
     expect(readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id))).toEqual([]);
     expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
+  }, 180_000);
+
+  it('on SIGTERM a worker finishes the conversion it holds within its grace, then exits 0', async () => {
+    await stopWorkers();
+    const id = await create({ name: 'finish-then-stop', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'finish.qcow2', 1024, 300, 0x44));
+    const worker = await startAWorker();
+    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    worker.kill('SIGTERM');
+    expect(await worker.exited).toEqual({ code: 0, signal: null });
+    expect((await show(id)).cache_raw_status).toBe('Cached');
+    workers.splice(workers.indexOf(worker), 1);
+    await worker.stop();
+  }, 120_000);
+
+  it('on SIGTERM with a grace too short for the conversion, a worker hands the job back and another finishes it', async () => {
+    await stopWorkers();
+    const shortGrace = join(dir, 'short-grace.json');
+    writeFileSync(shortGrace, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), timeouts: { shutdown_grace: 0 } }));
+    const id = await create({ name: 'handed-back', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'handback.qcow2', 2048, 600, 0x55));
+    const impatient = await startWorker({ config: shortGrace, opsPort: await freePort() });
+    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    impatient.kill('SIGTERM');
+    expect(await impatient.exited).toEqual({ code: 0, signal: null });
+    expect(impatient.logs()).toContain('worker stopping: conversion handed back');
+    await impatient.stop();
+    expect(leftovers()).toEqual([]);
+
+    await startAWorker();
+    await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    expect(leftovers()).toEqual([]);
   }, 180_000);
 
   it('cancels a conversion when its image is deleted, leaving no copy', async () => {
