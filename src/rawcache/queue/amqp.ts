@@ -7,6 +7,7 @@ import type { ClaimedJob, ConsumeOptions, JobQueue, QueueHealth, RawCacheJob, Tr
 import {
   DEFAULT_CONFIRM_TIMEOUT_MS,
   JobSettlement,
+  checkConsumeArguments,
   QueueUnavailableError,
   checkEnqueueArguments,
   defaultRetryDelayMs,
@@ -214,11 +215,7 @@ export class AmqpJobQueue implements JobQueue {
   }
 
   async consume(handler: (job: ClaimedJob) => Promise<void>, options: ConsumeOptions): Promise<void> {
-    if (this.closing) throw new Error('raw-cache queue is closed');
-    if (this.handler) throw new Error('raw-cache queue: consume() was called twice');
-    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
-      throw new RangeError(`raw-cache queue: concurrency must be a positive integer, not ${options.concurrency}`);
-    }
+    checkConsumeArguments(this.closing, this.handler !== undefined, options);
     this.handler = handler;
     this.concurrency = options.concurrency;
     this.stopping = false;

@@ -1,5 +1,5 @@
 import type { Logger } from '../../ops/log';
-import type { ClaimedJob, RawCacheJob, RetryOptions, TriggerReason } from '../types';
+import type { ClaimedJob, ConsumeOptions, RawCacheJob, RetryOptions, TriggerReason } from '../types';
 
 /** Options both backends share; none is needed in production (the defaults follow the config schema). */
 export interface JobQueueOptions {
@@ -43,6 +43,15 @@ export function checkEnqueueArguments(imageId: string, reason: TriggerReason): v
     throw new TypeError(`raw-cache job: image id must be a non-empty string of at most 255 characters`);
   }
   if (!isTriggerReason(reason)) throw new TypeError(`raw-cache job: unknown trigger reason '${String(reason)}'`);
+}
+
+/** Refuses a consume() the backend cannot honour, the same way in every backend. */
+export function checkConsumeArguments(closed: boolean, consuming: boolean, options: ConsumeOptions): void {
+  if (closed) throw new Error('raw-cache queue is closed');
+  if (consuming) throw new Error('raw-cache queue: consume() was called twice');
+  if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
+    throw new RangeError(`raw-cache queue: concurrency must be a positive integer, not ${options.concurrency}`);
+  }
 }
 
 /** How a claimed job ends, as the backend applies it. */

@@ -9,6 +9,7 @@ import type { ClaimedJob, ConsumeOptions, JobQueue, QueueHealth, RawCacheJob, Tr
 import {
   DEFAULT_POLL_INTERVAL_MS,
   JobSettlement,
+  checkConsumeArguments,
   QueueUnavailableError,
   checkEnqueueArguments,
   defaultRetryDelayMs,
@@ -227,11 +228,7 @@ export class SqliteJobQueue implements JobQueue {
   }
 
   async consume(handler: (job: ClaimedJob) => Promise<void>, options: ConsumeOptions): Promise<void> {
-    if (this.closed) throw new Error('raw-cache queue is closed');
-    if (this.handler) throw new Error('raw-cache queue: consume() was called twice');
-    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
-      throw new RangeError(`raw-cache queue: concurrency must be a positive integer, not ${options.concurrency}`);
-    }
+    checkConsumeArguments(this.closed, this.handler !== undefined, options);
     this.handler = handler;
     this.concurrency = options.concurrency;
     this.stopping = false;
