@@ -1,18 +1,7 @@
 'use strict';
 // Starts the project's real Glance (test/harness/glance.ts), prints one JSON line
 // {"url","port","pid"} and keeps it running until SIGTERM/SIGINT.
-// The harness is TypeScript and ts-node is not installed, so its modules are transpiled
-// on require with the project's own typescript; their __dirname stays test/harness.
-const fs = require('node:fs');
-const ts = require('typescript');
-
-require.extensions['.ts'] = (module, filename) => {
-  const { outputText } = ts.transpileModule(fs.readFileSync(filename, 'utf8'), {
-    fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-  });
-  module._compile(outputText, filename);
-};
+require('./load-harness');
 
 const { startGlance } = require('../test/harness/glance.ts');
 

@@ -3,18 +3,7 @@
 // stores images in its pool `images`, next to a file backend `fs` (test/harness/glance.ts), prints
 // one JSON line {"glance_url","fsid","ceph_conf","pool","user"} and keeps both running until
 // SIGTERM/SIGINT, then stops them. Used by bench/rawcache.sh.
-// The harness is TypeScript and ts-node is not installed: as in bench/glance.js, its modules are
-// transpiled on require with the project's own typescript.
-const fs = require('node:fs');
-const ts = require('typescript');
-
-require.extensions['.ts'] = (module, filename) => {
-  const { outputText } = ts.transpileModule(fs.readFileSync(filename, 'utf8'), {
-    fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-  });
-  module._compile(outputText, filename);
-};
+require('./load-harness');
 
 const { startCeph, writeGlanceRbdConf } = require('../test/harness/ceph.ts');
 const { startGlance } = require('../test/harness/glance.ts');

@@ -24,31 +24,11 @@ IMAGE_BYTES=$((IMAGE_MIB << 20))
 STOP_AFTER_S=720
 POLL_S=0.05
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 check_time() { [ "$SECONDS" -lt "$STOP_AFTER_S" ] || die "still running after ${STOP_AFTER_S} s: giving up"; }
 
-# ---- processes: every one is started here, remembered by PID and stopped on any exit ----------
-pids=()
-tmp=$(mktemp -d)
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_http() {
-  local url=$1 pid=$2
-  for _ in $(seq 200); do
-    curl -s -o /dev/null --max-time 1 "$url" && return 0
-    kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url answered"
-    sleep 0.1
-  done
-  die "$url did not answer within 20 s"
-}
+# Logging, and every process started here remembered by PID and stopped on any exit.
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 now() { date +%s.%N; }
 # elapsed FROM TO: seconds between two `now` values.
@@ -128,14 +108,14 @@ config "$(jq -n --arg pool "$POOL" --arg user "$RBD_USER" --arg conf "$CEPH_CONF
 
 node dist/cli.js serve --config "$tmp/config-file.json" --listen "127.0.0.1:$PROXY_PORT" >"$OUT/proxy.log" 2>&1 &
 pids+=($!)
-wait_http "$PROXY/versions" "${pids[-1]}"
+wait_http "$PROXY/versions" "${pids[-1]}" 20
 
 worker_pid=
 start_worker() {
   STX_GLANCE_PROXY_WORKER_LISTEN=127.0.0.1:$OPS_PORT node dist/cli.js worker --config "$tmp/config-$1.json" >"$OUT/worker-$1.log" 2>&1 &
   worker_pid=$!
   pids+=("$worker_pid")
-  wait_http "http://127.0.0.1:$OPS_PORT/healthcheck" "$worker_pid"
+  wait_http "http://127.0.0.1:$OPS_PORT/healthcheck" "$worker_pid" 20
 }
 stop_worker() {
   kill "$worker_pid"

@@ -27,20 +27,10 @@ SLOW_CLIENT_MIBS=256
 LOAD_CPU=0
 PROXY_CPU=1
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
-# ---- processes: every one is started here, remembered by PID and stopped on any exit ----------
-pids=()
-tmp=$(mktemp -d)
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Logging, and every process started here remembered by PID and stopped on any exit.
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # start NAME CPU COMMAND... : runs COMMAND in the background on CPU, output in bench/out/NAME.log.
 start() {
@@ -48,16 +38,6 @@ start() {
   shift 2
   taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
-}
-
-wait_http() {
-  local url=$1 pid=$2
-  for _ in $(seq 100); do
-    curl -s -o /dev/null --max-time 1 "$url" && return 0
-    kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url answered"
-    sleep 0.1
-  done
-  die "$url did not answer within 10 s"
 }
 
 start_proxy() {

@@ -14,15 +14,17 @@ export interface CliResult {
 /**
  * Runs an OpenStack CLI with a HOME of its own: glanceclient caches Glance's image schema in
  * ~/.glanceclient and, from the second command on, dies on the cached `stores` property clashing with
- * its own --stores option (a client bug seen against Glance 25 directly).
+ * its own --stores option (a client bug seen against Glance 25 directly). Only `settings` (OS_*
+ * variables, for example) reach it of the cloud configuration.
  */
-export function runCli(command: string, args: string[]): Promise<CliResult> {
+export function runCli(command: string, args: string[], settings: Record<string, string> = {}): Promise<CliResult> {
   const home = mkdtempSync(join(tmpdir(), 'stx-cli-home-'));
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
   // Debian's /usr/bin/python3 runs these; settings meant for another Python, or a user's cloud, must not leak in.
   for (const name of Object.keys(env)) {
     if (name.startsWith('OS_') || name === 'PYTHONHOME' || name === 'PYTHONPATH') delete env[name];
   }
+  Object.assign(env, settings);
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

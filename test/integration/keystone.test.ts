@@ -1,10 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServiceAuth, type ServiceAuthLogger } from '../../src/auth/keystone';
 import type { RunningGlance } from '../harness/glance';
 import { HttpClient, fetchOnce, type HttpResponse } from '../harness/http';
+import { runCli, type CliResult } from '../harness/openstack-cli';
 import { startKeystoneCloud, type KeystoneCloud, type KeystoneUser, type RunningKeystone } from '../harness/keystone';
 import type { RunningProxy } from '../harness/proxy';
 import { runTag } from './support/stx-images';
@@ -33,33 +34,8 @@ function recordingLogger(): ServiceAuthLogger & { lines: LogLine[]; text(): stri
   };
 }
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the openstack CLI with a HOME of its own and only the given OS_* settings. */
-function openstack(env: Record<string, string>, args: string[]): Promise<CliResult> {
-  const home = mkdtempSync(join(tmpdir(), 'stx-cli-home-'));
-  const childEnv: NodeJS.ProcessEnv = { ...process.env, HOME: home };
-  for (const name of Object.keys(childEnv)) {
-    if (name.startsWith('OS_') || name === 'PYTHONHOME' || name === 'PYTHONPATH') delete childEnv[name];
-  }
-  Object.assign(childEnv, env);
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/openstack', args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      rmSync(home, { recursive: true, force: true });
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** Runs the openstack CLI with only the given OS_* settings. */
+const openstack = (env: Record<string, string>, args: string[]): Promise<CliResult> => runCli('/usr/bin/openstack', args, env);
 
 /** What a client sees of an error answer: status, the headers that matter, and the body. */
 function errorAsSeen(res: HttpResponse): { status: number; wwwAuthenticate: string | undefined; contentType: string | undefined; body: string } {

@@ -1,0 +1,26 @@
+# Shared by the bench scripts (sourced): logging, and processes started in the background that are
+# remembered by PID and stopped on any exit.
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+pids=()
+tmp=$(mktemp -d)
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_http URL PID [SECONDS]: until URL answers at all; fails if PID exits first.
+wait_http() {
+  local url=$1 pid=$2 seconds=${3:-10}
+  for _ in $(seq $((seconds * 10))); do
+    curl -s -o /dev/null --max-time 1 "$url" && return 0
+    kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url answered"
+    sleep 0.1
+  done
+  die "$url did not answer within $seconds s"
+}
