@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { createJobQueue, partitionOf, QueueUnavailableError } from '../../src/rawcache/queue';
 import type { JobQueue } from '../../src/rawcache/types';
+import { startAmqpRelay } from '../harness/amqp-relay';
 import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
 import { describeJobQueueContract, gate, imageId, recordingLogger, sleep, waitUntil, type QueueConfig, type Run } from '../harness/queue-contract';
 
@@ -149,7 +150,8 @@ describe('RabbitMQ job queue', () => {
     const ids = Array.from({ length: 20 }, imageId);
     for (const id of ids) await producer.enqueue(id, 'upload');
 
-    const consumer = await open(config);
+    const consumerLog = recordingLogger();
+    const consumer = await open(config, consumerLog.logger);
     const held = gate();
     const runs: string[] = [];
     await consumer.consume(async (job) => {
@@ -163,11 +165,74 @@ describe('RabbitMQ job queue', () => {
     await rabbit.restart('SIGKILL');
     // The handlers that ran across the crash settle now: their acks have nowhere to go.
     held.open();
-    await waitUntil(() => ids.every((id) => runs.includes(id)), 90_000, 'every job after the restart');
+    await waitUntil(() => ids.every((id) => runs.includes(id)), 90_000, 'every job after the restart').catch(async (err: Error) => {
+      // What a failure needs to be understood: the jobs that never came, what the queue said, the broker's log.
+      const missing = ids.filter((id) => !runs.includes(id));
+      throw new Error(
+        `${err.message}: ${missing.length} of ${ids.length} jobs never ran; health ${JSON.stringify(await consumer.health())}\n` +
+          `queue log:\n${consumerLog.entries.map((entry) => JSON.stringify(entry)).join('\n')}\n${rabbit.logs()}`,
+      );
+    });
     for (const id of unacked) expect(runs.filter((seen) => seen === id).length).toBe(2);
     await waitUntil(async () => (await producer.health()).depth === 0, 10_000, 'an empty queue');
     await producer.enqueue(imageId(), 'reconcile');
   }, 150_000);
+
+  it('drops a connection on which the broker does not answer the setup, keeps reconnecting, and resumes when it answers', async () => {
+    const relay = await startAmqpRelay(rabbit.port);
+    const { logger, entries } = recordingLogger();
+    try {
+      const config = amqpConfig({ amqp_url: relay.url });
+      // Quiet on every channel: the publisher channel and the queue declarations get no answer.
+      relay.mute('all-channels');
+      const started = Date.now();
+      const queue = await createJobQueue(config, logger, { setupTimeoutMs: 500 });
+      opened.push(queue);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(await queue.health()).toEqual({
+        ok: false,
+        detail: expect.stringMatching(/not connected to RabbitMQ at 127\.0\.0\.1:\d+ vhost \/: no answer to opening a channel and declaring the queues within 500 ms/),
+      });
+      await expect(queue.enqueue(imageId(), 'upload')).rejects.toThrow(QueueUnavailableError);
+      expect(entries).toContainEqual(expect.objectContaining({ level: 'warn', message: 'raw-cache queue: RabbitMQ does not answer; dropping the connection' }));
+
+      // Quiet only on the consumer's channel (the second one opened): publishing works, consuming
+      // cannot start, and each attempt is dropped after the deadline instead of hanging.
+      relay.mute([2]);
+      await waitUntil(() => entries.some((entry) => entry.message === 'raw-cache queue: reconnected to RabbitMQ'), 15_000, 'the publisher to connect');
+      const seen: string[] = [];
+      await queue.consume(async (job) => {
+        seen.push(job.imageId);
+        await job.complete();
+      }, { concurrency: 1 });
+      const id = imageId();
+      await waitUntil(
+        () =>
+          queue.enqueue(id, 'upload').then(
+            () => true,
+            () => false,
+          ),
+        15_000,
+        'an enqueue that is kept',
+      );
+      await waitUntil(() => entries.some((entry) => /no answer to starting the consumers within 500 ms/.test(JSON.stringify(entry))), 15_000, 'the consumer start to be dropped');
+      expect(seen).toEqual([]);
+
+      relay.unmute();
+      await waitUntil(() => seen.includes(id), 20_000, 'the consumer to start once the broker answers');
+      expect(JSON.stringify(entries)).not.toContain('guest:guest');
+
+      // A broker that stops answering on channels cannot hold a shutdown: the consumer channel's
+      // close gets no CloseOk and is given up after 5 s, then the connection closes.
+      relay.mute('all-channels');
+      const closing = Date.now();
+      await queue.close();
+      expect(Date.now() - closing).toBeLessThan(10_000);
+      expect(relay.dropped.length).toBeGreaterThan(0);
+    } finally {
+      await relay.close();
+    }
+  }, 60_000);
 
   it('declares a partition queue again when it was deleted under it (queue expiry policy), rejecting the job that found none', async () => {
     const config = amqpConfig({ amqp_partitions: 1 });

@@ -55,9 +55,13 @@ import {
 
 const HEARTBEAT_SECONDS = 15;
 const CONNECT_TIMEOUT_MS = 5_000;
+/** A broker that takes a connection but does not answer its setup (channels, declarations, consumers) this long loses it. */
+const DEFAULT_SETUP_TIMEOUT_MS = 20_000;
 const RECONNECT_INITIAL_MS = 250;
 const RECONNECT_MAX_MS = 5_000;
 const HEALTH_TIMEOUT_MS = 5_000;
+/** amqplib's close() settles only on the broker's CloseOk, never when the connection dies first: bounded by this. */
+const CLOSE_TIMEOUT_MS = 5_000;
 /** Longest retry a delay queue tier holds without the head-of-line bound (about 18 h). */
 const MAX_DELAY_TIER_SECONDS = 2 ** 16;
 /** Header the delay exchange routes on; headers starting with x- are ignored by headers exchanges. */
@@ -114,6 +118,40 @@ function quietly(action: () => Promise<unknown> | unknown): Promise<void> {
   }
 }
 
+/** Drops a connection at once, without the close handshake a broker that does not answer would never finish. */
+function abandon(connection: ChannelModel, reason: string): void {
+  const stream = (connection.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream;
+  if (stream) stream.destroy(new Error(reason));
+  else void quietly(() => connection.close());
+}
+
+/** Whether `promise` settled within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return settled;
+}
+
+async function closeChannel(channel: Channel): Promise<void> {
+  await settlesWithin(quietly(() => channel.close()), CLOSE_TIMEOUT_MS);
+}
+
+/** Closes a connection with the close handshake, or drops it when the broker does not finish the handshake in time. */
+async function closeConnection(connection: ChannelModel): Promise<void> {
+  if (!(await settlesWithin(quietly(() => connection.close()), CLOSE_TIMEOUT_MS))) {
+    abandon(connection, `no answer to closing the connection within ${CLOSE_TIMEOUT_MS} ms`);
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -138,11 +176,13 @@ export class AmqpJobQueue implements JobQueue {
   private readonly delayExchange: string;
   private readonly retryDelayMs: (attempts: number) => number;
   private readonly confirmTimeoutMs: number;
+  private readonly setupTimeoutMs: number;
 
   private connection: ChannelModel | undefined;
   private publisher: ConfirmChannel | undefined;
   private consumer: Channel | undefined;
-  private consumerStarting: Promise<void> | undefined;
+  /** The consumer being started, and the connection it is started on. */
+  private consumerStarting: { connection: ChannelModel; done: Promise<void> } | undefined;
   private connecting = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectAttempt = 0;
@@ -181,6 +221,7 @@ export class AmqpJobQueue implements JobQueue {
     this.delayExchange = `${config.amqp_queue}.delay`;
     this.retryDelayMs = options.retryDelayMs ?? defaultRetryDelayMs;
     this.confirmTimeoutMs = options.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS;
+    this.setupTimeoutMs = options.setupTimeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS;
   }
 
   /**
@@ -232,7 +273,7 @@ export class AmqpJobQueue implements JobQueue {
       await this.ensureConsumer(connection);
     } catch (err) {
       this.logger.warn('raw-cache queue: cannot start consuming; reconnecting', { broker: this.where, error: (err as Error).message });
-      void quietly(() => connection.close());
+      void closeConnection(connection);
     }
   }
 
@@ -240,7 +281,7 @@ export class AmqpJobQueue implements JobQueue {
     if (!this.handler) return this.stopped ?? Promise.resolve();
     this.stopping = true;
     this.stopped ??= (async () => {
-      await this.consumerStarting?.catch(() => undefined);
+      while (this.consumerStarting) await this.consumerStarting.done.catch(() => undefined);
       while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
       // Only now may another worker's consumer become active on these partitions. Jobs delivered
       // here but not started go back to their queues when the channel closes.
@@ -250,7 +291,7 @@ export class AmqpJobQueue implements JobQueue {
         slot.waiting = undefined;
         if (!slot.running) this.images.delete(imageId);
       }
-      if (channel) await quietly(() => channel.close());
+      if (channel) await closeChannel(channel);
       this.handler = undefined;
     })();
     return this.stopped;
@@ -281,7 +322,7 @@ export class AmqpJobQueue implements JobQueue {
     } finally {
       clearTimeout(timer);
       const opened = channel as Channel | undefined;
-      if (opened) void quietly(() => opened.close());
+      if (opened) void closeChannel(opened);
     }
   }
 
@@ -294,7 +335,7 @@ export class AmqpJobQueue implements JobQueue {
     const connection = this.connection;
     this.connection = undefined;
     this.publisher = undefined;
-    if (connection) await quietly(() => connection.close());
+    if (connection) await closeConnection(connection);
   }
 
   private async connectOnce(): Promise<void> {
@@ -319,12 +360,15 @@ export class AmqpJobQueue implements JobQueue {
         this.blockedReason = undefined;
         this.logger.info('raw-cache queue: RabbitMQ accepts publishers again', { broker: this.where });
       });
-      const publisher = await opened.createConfirmChannel();
-      this.watchChannel(opened, publisher, () => this.publisher === publisher);
-      publisher.on('return', (message: ConsumeMessage) => this.onReturned(message));
-      await this.declareTopology(publisher);
+      const publisher = await this.withinSetupDeadline(opened, 'opening a channel and declaring the queues', async () => {
+        const channel = await opened.createConfirmChannel();
+        this.watchChannel(opened, channel, () => this.publisher === channel);
+        channel.on('return', (message: ConsumeMessage) => this.onReturned(message));
+        await this.declareTopology(channel);
+        return channel;
+      });
       if (this.closing) {
-        await quietly(() => opened.close());
+        await closeConnection(opened);
         return;
       }
       this.connection = opened;
@@ -340,11 +384,11 @@ export class AmqpJobQueue implements JobQueue {
         // Connected but could not start consuming: start over on a fresh connection.
         this.logger.warn('raw-cache queue: cannot start consuming; reconnecting', { broker: this.where, error: this.lastError });
         const current = connection;
-        void quietly(() => current.close());
+        void closeConnection(current);
       } else {
         if (connection) {
           const failed = connection;
-          void quietly(() => failed.close());
+          void closeConnection(failed);
         }
         this.scheduleReconnect();
       }
@@ -397,7 +441,7 @@ export class AmqpJobQueue implements JobQueue {
     channel.on('close', () => {
       if (!isCurrent() || this.closing) return;
       this.logger.warn('raw-cache queue: RabbitMQ closed a channel; reconnecting', { broker: this.where, error: this.lastError });
-      void quietly(() => connection.close());
+      void closeConnection(connection);
     });
   }
 
@@ -489,12 +533,20 @@ export class AmqpJobQueue implements JobQueue {
     });
   }
 
+  /**
+   * Starts consuming on the current connection, once. A start still running for an earlier
+   * connection is waited out first, never taken for this connection's.
+   */
   private ensureConsumer(connection: ChannelModel): Promise<void> {
     if (!this.handler || this.stopping || this.consumer || this.connection !== connection) return Promise.resolve();
-    this.consumerStarting ??= this.startConsumer(connection).finally(() => {
-      this.consumerStarting = undefined;
+    const starting = this.consumerStarting;
+    if (starting?.connection === connection) return starting.done;
+    if (starting) return starting.done.catch(() => undefined).then(() => this.ensureConsumer(connection));
+    const done: Promise<void> = this.withinSetupDeadline(connection, 'starting the consumers', () => this.startConsumer(connection)).finally(() => {
+      if (this.consumerStarting?.done === done) this.consumerStarting = undefined;
     });
-    return this.consumerStarting;
+    this.consumerStarting = { connection, done };
+    return done;
   }
 
   private async startConsumer(connection: ChannelModel): Promise<void> {
@@ -503,7 +555,7 @@ export class AmqpJobQueue implements JobQueue {
     // global: one limit for the channel, shared by the consumers of every partition.
     await channel.prefetch(this.concurrency, true);
     if (this.connection !== connection || this.stopping || !this.handler) {
-      await quietly(() => channel.close());
+      await closeChannel(channel);
       return;
     }
     this.consumer = channel;
@@ -512,12 +564,35 @@ export class AmqpJobQueue implements JobQueue {
     }
   }
 
+  /**
+   * One step of a connection's setup. RabbitMQ can take a connection and then not answer on it
+   * (a node still recovering its queues after a crash, a partition): past the setup timeout the
+   * connection is dropped, which fails the step and reconnects, instead of waiting forever.
+   */
+  private async withinSetupDeadline<T>(connection: ChannelModel, what: string, step: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const message = `no answer to ${what} within ${this.setupTimeoutMs} ms`;
+        this.lastError = message;
+        this.logger.warn('raw-cache queue: RabbitMQ does not answer; dropping the connection', { broker: this.where, error: message });
+        abandon(connection, message);
+        reject(new Error(message));
+      }, this.setupTimeoutMs);
+    });
+    try {
+      return await Promise.race([step(), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private onDelivery(channel: Channel, message: ConsumeMessage | null): void {
     if (message === null) {
       // The broker cancelled the consumer: its queue was deleted. Reconnecting declares it again.
       this.logger.error('raw-cache queue: RabbitMQ cancelled a consumer (queue deleted?); reconnecting', { broker: this.where });
       const connection = this.connection;
-      if (connection && this.consumer === channel) void quietly(() => connection.close());
+      if (connection && this.consumer === channel) void closeConnection(connection);
       return;
     }
     if (channel !== this.consumer) return;

@@ -12,6 +12,8 @@ export interface JobQueueOptions {
   pollIntervalMs?: number;
   /** AMQP: how long `enqueue` waits for the broker's confirm before it rejects. Default 10 s. */
   confirmTimeoutMs?: number;
+  /** AMQP: how long a new connection's setup (channels, declarations, consumers) may wait for the broker. Default 20 s. */
+  setupTimeoutMs?: number;
 }
 
 export const DEFAULT_POLL_INTERVAL_MS = 250;
