@@ -24,3 +24,19 @@ wait_http() {
   done
   die "$url did not answer within $seconds s"
 }
+
+# start_holder WHAT FILE SECONDS CMD...: starts CMD in the background, stdout to FILE and stderr to
+# FILE's .log, and waits until it wrote FILE (the services it holds are up); fails if it exits first.
+start_holder() {
+  local what=$1 file=$2 seconds=$3
+  shift 3
+  "$@" >"$file" 2>"${file%.json}.log" &
+  pids+=($!)
+  local holder=$!
+  for _ in $(seq $((seconds * 10))); do
+    [ -s "$file" ] && return 0
+    kill -0 "$holder" 2>/dev/null || die "$what did not start, see ${file%.json}.log"
+    sleep 0.1
+  done
+  die "$what did not start within $seconds s, see ${file%.json}.log"
+}

@@ -70,15 +70,7 @@ qemu-io -f qcow2 "${writes[@]}" "$SRC"
 SRC_BYTES=$(stat -c %s "$SRC")
 
 log "starting Ceph and Glance"
-node bench/rawcache-services.js >"$OUT/services.json" 2>"$OUT/services.log" &
-pids+=($!)
-holder=$!
-for _ in $(seq 1800); do
-  [ -s "$OUT/services.json" ] && break
-  kill -0 "$holder" 2>/dev/null || die "Ceph or Glance did not start, see $OUT/services.log"
-  sleep 0.1
-done
-[ -s "$OUT/services.json" ] || die "Ceph and Glance did not start within 180 s, see $OUT/services.log"
+start_holder "Ceph and Glance" "$OUT/services.json" 180 node bench/rawcache-services.js
 GLANCE=$(jq -r .glance_url "$OUT/services.json")
 CEPH_CONF=$(jq -r .ceph_conf "$OUT/services.json")
 POOL=$(jq -r .pool "$OUT/services.json")

@@ -70,14 +70,7 @@ read -r PROXY_PORT PROXY_FAST_PORT NGINX_PORT NGINX_FAST_PORT FAST_PORT FAST_DIR
   < <(node bench/free-ports.js 7)
 
 log "starting Glance, the trivial upstreams, the proxies and nginx"
-node bench/glance.js >"$OUT/glance.json" 2>"$OUT/glance.log" &
-pids+=($!)
-glance_holder=$!
-for _ in $(seq 900); do
-  [ -s "$OUT/glance.json" ] && break
-  kill -0 "$glance_holder" 2>/dev/null || die "Glance did not start, see $OUT/glance.log"
-  sleep 0.1
-done
+start_holder Glance "$OUT/glance.json" 90 node bench/glance.js
 GLANCE=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).url' "$OUT/glance.json")
 FAST=http://127.0.0.1:$FAST_PORT
 

@@ -1,6 +1,7 @@
 import type { Logger } from '../ops/log';
 import { needsRawCacheWork, type CachedImage } from './state';
 import type { JobQueue, TriggerReason } from './types';
+import { withDeadline } from './deadline';
 
 /**
  * The proxy's side of the raw cache: after Glance has done something that may change what an
@@ -21,12 +22,8 @@ const ENQUEUE_WAIT_MS = 10_000;
 
 export function createRawCacheTrigger(queue: JobQueue, logger: Logger): RawCacheTrigger {
   const enqueue = async (imageId: string, reason: TriggerReason, requestId: string) => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the queue did not confirm within ${ENQUEUE_WAIT_MS} ms`)), ENQUEUE_WAIT_MS);
-    });
     try {
-      await Promise.race([queue.enqueue(imageId, reason), timeout]);
+      await withDeadline(queue.enqueue(imageId, reason), ENQUEUE_WAIT_MS, () => new Error(`the queue did not confirm within ${ENQUEUE_WAIT_MS} ms`));
       logger.debug('raw-cache job recorded', { request_id: requestId, image_id: imageId, reason });
     } catch (err) {
       logger.error('raw-cache trigger not recorded; the reconciler will find the image', {
@@ -35,8 +32,6 @@ export function createRawCacheTrigger(queue: JobQueue, logger: Logger): RawCache
         reason,
         error: (err as Error).message,
       });
-    } finally {
-      clearTimeout(timer);
     }
   };
   return {

@@ -156,6 +156,7 @@ export class RawCacheWorker {
       const copy = await target.write(image.id, { path: source.path, format: info.format, virtualSize: info.virtualSize }, controller.signal);
       // The work dir is cleared before the image says Cached: Cached means the worker is done with it.
       await rm(source.path, { force: true });
+      sourcePath = undefined;
       current = (await glance.getImage(image.id)) ?? current;
       await glance.updateProperties(current, { cache_raw_status: 'Cached', cache_raw_url: copy.url, cache_raw_size: String(copy.size) }, ['cache_raw_error']);
       log.info('raw copy cached', { url: copy.url, size: copy.size, seconds: (Date.now() - started) / 1000 });

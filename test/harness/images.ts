@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
@@ -35,5 +35,18 @@ export function sha256File(path: string): Promise<string> {
       .on('data', (c) => hash.update(c))
       .on('end', () => resolve(hash.digest('hex')))
       .on('error', reject);
+  });
+}
+
+/** sha256 of a command's stdout, streamed (`rbd export <image>@<snap> -`). */
+export function sha256OfOutput(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const hash = createHash('sha256');
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(hash.digest('hex')) : reject(new Error(`${command} ${args.join(' ')}: ${stderr}`))));
   });
 }

@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { startCeph, writeGlanceRbdConf, type CephCluster } from '../harness/ceph';
 import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
-import { makeQcow2, rawSha256Of } from '../harness/images';
+import { makeQcow2, rawSha256Of, sha256OfOutput } from '../harness/images';
 import { freePort } from '../harness/ports';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
@@ -61,19 +61,6 @@ function fieldsOf(image: Json, spec: Json): Json {
 
 function md5File(path: string): string {
   return createHash('md5').update(readFileSync(path)).digest('hex');
-}
-
-/** sha256 of a command's stdout, streamed (`rbd export <image>@<snap> -`). */
-function sha256OfOutput(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const hash = createHash('sha256');
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(hash.digest('hex')) : reject(new Error(`${command} ${args.join(' ')}: ${stderr}`))));
-  });
 }
 
 interface GlanceRelay {

@@ -1,12 +1,12 @@
-import { execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import winston from 'winston';
 import { startCeph, type CephCluster } from '../harness/ceph';
+import { sha256File, sha256OfOutput } from '../harness/images';
 import { inspectImage, type ImageInspection } from '../../src/rawcache/inspect';
 import { FileRawCopyTarget, RbdRawCopyTarget } from '../../src/rawcache/targets';
 import { RawCacheError } from '../../src/rawcache/types';
@@ -14,25 +14,6 @@ import { RawCacheError } from '../../src/rawcache/types';
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const logger = winston.createLogger({ silent: true });
-
-/** sha256 of a command's stdout, streamed (for `rbd export ... -` of whole images). */
-function sha256OfOutput(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const hash = createHash('sha256');
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(hash.digest('hex')) : reject(new Error(`${command} ${args.join(' ')}: ${stderr}`))));
-  });
-}
-
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 20_000, intervalMs = 5): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -65,7 +46,7 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
     await handle.close();
     await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, join(work, 'small.qcow2')]);
     await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', join(work, 'small.qcow2'), join(work, 'small.reference.raw')]);
-    expectedSha256 = await sha256OfFile(join(work, 'small.reference.raw'));
+    expectedSha256 = await sha256File(join(work, 'small.reference.raw'));
     small = { path: join(work, 'small.qcow2'), ...(await inspectImage(join(work, 'small.qcow2'), 'qcow2', never())) };
 
     await run('dd', ['if=/dev/urandom', `of=${join(work, 'big.img')}`, 'bs=1M', 'count=384', 'status=none']);
@@ -93,7 +74,7 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       const result = await target.write(id, small, never());
       const path = join(dir, `${id}.raw`);
       expect(result).toEqual({ url: `file://${path}`, size: 24 * MiB });
-      expect(await sha256OfFile(path)).toBe(expectedSha256);
+      expect(await sha256File(path)).toBe(expectedSha256);
       await run('cmp', [path, join(work, 'small.reference.raw')]);
       // Sparse: the zeroes between the two data regions take no blocks.
       expect((await stat(path)).blocks * 512).toBeLessThan(12 * MiB);

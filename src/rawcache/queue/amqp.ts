@@ -15,6 +15,7 @@ import {
   type JobQueueOptions,
   type Settlement,
 } from './common';
+import { withDeadline } from '../deadline';
 
 /*
  * The RabbitMQ job queue: proxies publish, workers on any host consume.
@@ -125,31 +126,15 @@ function abandon(connection: ChannelModel, reason: string): void {
   else void quietly(() => connection.close());
 }
 
-/** Whether `promise` settled within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([
-    promise.then(
-      () => true,
-      () => true,
-    ),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return settled;
-}
-
+/** Closes a channel, waiting for the broker's CloseOk CLOSE_TIMEOUT_MS at most. */
 async function closeChannel(channel: Channel): Promise<void> {
-  await settlesWithin(quietly(() => channel.close()), CLOSE_TIMEOUT_MS);
+  await withDeadline(quietly(() => channel.close()), CLOSE_TIMEOUT_MS, () => new Error('no CloseOk')).catch(() => undefined);
 }
 
 /** Closes a connection with the close handshake, or drops it when the broker does not finish the handshake in time. */
 async function closeConnection(connection: ChannelModel): Promise<void> {
-  if (!(await settlesWithin(quietly(() => connection.close()), CLOSE_TIMEOUT_MS))) {
-    abandon(connection, `no answer to closing the connection within ${CLOSE_TIMEOUT_MS} ms`);
-  }
+  const message = `no answer to closing the connection within ${CLOSE_TIMEOUT_MS} ms`;
+  await withDeadline(quietly(() => connection.close()), CLOSE_TIMEOUT_MS, () => new Error(message)).catch(() => abandon(connection, message));
 }
 
 function sleep(ms: number): Promise<void> {
@@ -301,10 +286,9 @@ export class AmqpJobQueue implements JobQueue {
     const connection = this.connection;
     if (!connection) return { ok: false, detail: `not connected to RabbitMQ at ${this.where}: ${this.lastError}` };
     if (this.blockedReason) return { ok: false, detail: `RabbitMQ at ${this.where} blocks publishers: ${this.blockedReason}` };
-    let timer: NodeJS.Timeout | undefined;
     let channel: Channel | undefined;
     try {
-      const depth = await Promise.race([
+      const depth = await withDeadline(
         (async () => {
           channel = await connection.createChannel();
           channel.on('error', () => undefined);
@@ -312,15 +296,13 @@ export class AmqpJobQueue implements JobQueue {
           for (const queue of this.partitionQueues) total += (await channel.checkQueue(queue)).messageCount;
           return total;
         })(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS);
-        }),
-      ]);
+        HEALTH_TIMEOUT_MS,
+        () => new Error(`no answer within ${HEALTH_TIMEOUT_MS} ms`),
+      );
       return { ok: true, depth };
     } catch (err) {
       return { ok: false, detail: `RabbitMQ at ${this.where}: ${(err as Error).message}` };
     } finally {
-      clearTimeout(timer);
       const opened = channel as Channel | undefined;
       if (opened) void closeChannel(opened);
     }
@@ -569,22 +551,14 @@ export class AmqpJobQueue implements JobQueue {
    * (a node still recovering its queues after a crash, a partition): past the setup timeout the
    * connection is dropped, which fails the step and reconnects, instead of waiting forever.
    */
-  private async withinSetupDeadline<T>(connection: ChannelModel, what: string, step: () => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const message = `no answer to ${what} within ${this.setupTimeoutMs} ms`;
-        this.lastError = message;
-        this.logger.warn('raw-cache queue: RabbitMQ does not answer; dropping the connection', { broker: this.where, error: message });
-        abandon(connection, message);
-        reject(new Error(message));
-      }, this.setupTimeoutMs);
+  private withinSetupDeadline<T>(connection: ChannelModel, what: string, step: () => Promise<T>): Promise<T> {
+    return withDeadline(step(), this.setupTimeoutMs, () => {
+      const message = `no answer to ${what} within ${this.setupTimeoutMs} ms`;
+      this.lastError = message;
+      this.logger.warn('raw-cache queue: RabbitMQ does not answer; dropping the connection', { broker: this.where, error: message });
+      abandon(connection, message);
+      return new Error(message);
     });
-    try {
-      return await Promise.race([step(), deadline]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   private onDelivery(channel: Channel, message: ConsumeMessage | null): void {
