@@ -52,6 +52,9 @@ import { withDeadline } from '../deadline';
  * are never consumed and partition queues are idle whenever no worker runs. Exempt these queues
  * with a policy of higher priority matching `^<amqp_queue>\.`, or give the raw cache a vhost of
  * its own. Keep "notifications" out of the name (StarlingX caps such queues at 10 000 messages).
+ * A broker that crashes moments after a queue was first declared can lose that declaration and the
+ * queue's jobs with it (RabbitMQ 3.10 keeps declarations in Mnesia): every connection declares the
+ * queues again, and the reconciler's sweep finds the images whose jobs went.
  */
 
 const HEARTBEAT_SECONDS = 15;
