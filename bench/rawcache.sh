@@ -281,7 +281,7 @@ clock as the script); the stages were run again one by one right after, with the
 |---|---:|---:|
 | 204 -> "converting to RAW": queue poll, read the image, write \`Caching\` | $(w file pickup_s) s | $(w rbd pickup_s) s |
 | -> "raw copy written": get, verify, inspect and convert the source (stages below) | $(w file work_s) s | $(w rbd work_s) s |
-| -> "raw copy cached": read the image again, write \`Cached\`, url and size | $(w file record_s) s | $(w rbd record_s) s |
+| -> "raw copy cached": remove the source from the work dir, read the image again, write \`Cached\`, url and size | $(w file record_s) s | $(w rbd record_s) s |
 | -> the client's poll (every ${POLL_S} s) sees \`Cached\` | $(w file seen_s) s | $(w rbd seen_s) s |
 | stage: source into the work dir (Glance API / \`rbd export\`), sha512 against os_hash_value, size check | $F_FETCH s | $R_FETCH s |
 | stage: inspection (header checks, \`qemu-img info\` and \`check\` under prlimit) | $(w file inspect_s) s | $(w rbd inspect_s) s |
@@ -299,8 +299,8 @@ What it adds:
   cluster connection (rbd). And its source is a file written a moment before, where the bare
   convert reads one that has long been on disk.
 - the inspection: $(w file inspect_s) s / $(w rbd inspect_s) s, nothing next to the rest for a qcow2 like this one.
-- the queue and the state writes in Glance: $F_STATE s (file) and $R_STATE s (rbd), from the 204 to the
-  start of the work plus from the copy to \`Cached\`.
+- the queue, the state writes in Glance and removing the source: $F_STATE s (file) and $R_STATE s
+  (rbd), from the 204 to the start of the work plus from the copy to \`Cached\`.
 
 Measured alone, the three stages add up to $F_STAGES s (file) and $R_STAGES s (rbd) of the $(w file work_s) s and
 $(w rbd work_s) s the worker spent on them. The worker's run starts the moment the 1 GiB upload ends,
