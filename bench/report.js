@@ -233,6 +233,9 @@ ${reading()}
 
 // The raw-cache section belongs to bench/rawcache.sh: keep it across pass-through runs.
 const previous = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
-const kept = /<!-- rawcache:begin[\s\S]*<!-- rawcache:end -->/.exec(previous);
-fs.writeFileSync(resultsFile, kept ? `${report.trimEnd()}\n\n${kept[0]}\n` : report);
+// Sections other benchmarks write (between their begin/end markers) stay as they were.
+const kept = ['rawcache', 'hostile-json']
+  .map((name) => new RegExp(`<!-- ${name}:begin[\\s\\S]*<!-- ${name}:end -->`).exec(previous)?.[0])
+  .filter((section) => section !== undefined);
+fs.writeFileSync(resultsFile, kept.length > 0 ? `${report.trimEnd()}\n\n${kept.join('\n\n')}\n` : report);
 process.stdout.write(report);
