@@ -98,7 +98,8 @@ config "$(jq -n --arg dir "$RAW_DIR" '{ kind: "file", file_dir: $dir }')" >"$tmp
 config "$(jq -n --arg pool "$POOL" --arg user "$RBD_USER" --arg conf "$CEPH_CONF" \
   '{ kind: "rbd", rbd_pool: $pool, rbd_user: $user, ceph_conf: $conf }')" >"$tmp/config-rbd.json"
 
-node dist/cli.js serve --config "$tmp/config-file.json" --listen "127.0.0.1:$PROXY_PORT" >"$OUT/proxy.log" 2>&1 &
+# No ops listener: its default port may be taken by a running `npm run stack`.
+STX_GLANCE_PROXY_OPS_LISTEN= node dist/cli.js serve --config "$tmp/config-file.json" --listen "127.0.0.1:$PROXY_PORT" >"$OUT/proxy.log" 2>&1 &
 pids+=($!)
 wait_http "$PROXY/versions" "${pids[-1]}" 20
 

@@ -42,7 +42,8 @@ start() {
 
 start_proxy() {
   local name=$1 upstream=$2 port=$3
-  start "$name" "$PROXY_CPU" node dist/cli.js serve --upstream "$upstream" --listen "127.0.0.1:$port"
+  # Several proxies run at once: none opens the ops listener, which would all want 127.0.0.1:9293.
+  start "$name" "$PROXY_CPU" env STX_GLANCE_PROXY_OPS_LISTEN= node dist/cli.js serve --upstream "$upstream" --listen "127.0.0.1:$port"
   wait_http "http://127.0.0.1:$port/versions" "${pids[-1]}"
 }
 

@@ -8,8 +8,9 @@ import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
 import { openQueue, openRawCacheRuntime } from './rawcache/runtime';
 import { formatDetail, formatTable, listCache, retryCache, showCache } from './ops/cache-commands';
+import { compileTrustedProxies } from './http/forwarded';
 import { createHealth, glanceCheck, queueCheck } from './ops/health';
-import { startOpsServer } from './ops/ops-server';
+import { startOpsServer, startProxyOpsServer } from './ops/ops-server';
 import { createRawCacheTrigger } from './rawcache/trigger';
 import { RawCacheWorker } from './rawcache/worker';
 
@@ -68,17 +69,26 @@ function onTermination(logger: Logger, stop: (signal: string) => Promise<void>):
   process.on('SIGINT', () => handler('SIGINT'));
 }
 
-/** Runs the proxy until SIGTERM/SIGINT, then lets requests in flight finish within the grace. */
+/**
+ * Runs the proxy (and its ops listener, for /metrics and the detailed /healthcheck) until
+ * SIGTERM/SIGINT, then lets requests in flight finish within the grace.
+ */
 async function runProxy(config: ProxyConfig, onStopped: () => Promise<void> = async () => undefined): Promise<string> {
+  // A bad entry stops the start here, not at the first request.
+  compileTrustedProxies(config.trusted_proxies);
   const logger = createLogger(config.log.level);
   const queue = config.rawcache.enabled ? await openQueue(config, logger) : undefined;
   const metrics = config.metrics.enabled ? new Metrics('proxy') : undefined;
-  const proxy = createProxy(config, logger, { queue, metrics, rawCache: queue && createRawCacheTrigger(queue, logger) });
+  const proxy = createProxy(config, logger, { metrics, rawCache: queue && createRawCacheTrigger(queue, logger) });
+  // The ops listener first: once the API answers, so does it.
+  const ops = await startProxyOpsServer(config, metrics, queue);
   const { host, port } = await proxy.listen();
-  logger.info('listening', { address: `${host}:${port}`, upstream: config.upstream, public_url: config.public_url });
+  logger.info('listening', { address: `${host}:${port}`, ops: ops?.address ?? null, upstream: config.upstream, public_url: config.public_url });
   onTermination(logger, async (signal) => {
     logger.info('stopping: no new connections, requests in flight may finish', { signal, grace_s: config.timeouts.shutdown_grace });
     await proxy.shutdown(config.timeouts.shutdown_grace * 1000);
+    // Last, so that Prometheus sees the drain.
+    await ops?.close();
     await queue?.close();
     await onStopped();
   });

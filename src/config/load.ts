@@ -10,14 +10,25 @@ export interface ProxyConfig {
   public_url: string | null;
   timeouts: { client_idle: number; upstream_idle: number; request_headers: number; keep_alive: number; shutdown_grace: number };
   upstream_pool: { max_sockets: number; max_free_sockets: number };
-  limits: { max_json_request: number; max_json_response: number };
+  /** Peers whose Forwarded / X-Forwarded-* headers are kept (addresses or CIDR blocks). */
+  trusted_proxies: string[];
+  limits: {
+    max_json_request: number;
+    max_json_response: number;
+    json_depth: number;
+    json_members: number;
+    json_elements: number;
+    json_values: number;
+    json_string: number;
+  };
   store_types: Record<string, 'file' | 'rbd'>;
   log: { level: 'error' | 'warn' | 'info' | 'debug' };
   rawcache: RawCacheConfig;
   /** The worker's own Keystone identity; null when Glance runs without Keystone. */
   service_auth: ServiceAuthConfig | null;
   health: { disable_by_file: string | null };
-  metrics: { enabled: boolean; worker_listen: string | null };
+  /** `listen`: the proxy's ops listener (/metrics, detailed /healthcheck); null disables it. */
+  metrics: { enabled: boolean; listen: string | null; worker_listen: string | null };
 }
 
 export interface RawCacheConfig {
@@ -77,6 +88,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   STX_GLANCE_PROXY_PUBLIC_URL: 'public_url',
   STX_GLANCE_PROXY_LOG_LEVEL: 'log.level',
   STX_GLANCE_PROXY_WORKER_LISTEN: 'metrics.worker_listen',
+  STX_GLANCE_PROXY_OPS_LISTEN: 'metrics.listen',
   STX_GLANCE_PROXY_AMQP_URL: 'rawcache.queue.amqp_url',
   // Secrets of the worker's service identity, so that they need not sit in the file.
   STX_GLANCE_PROXY_SERVICE_PASSWORD: 'service_auth.password',

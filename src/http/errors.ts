@@ -15,8 +15,10 @@ const TITLES: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
   413: 'Request Entity Too Large',
   415: 'Unsupported Media Type',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
@@ -30,7 +32,7 @@ export const DEFAULT_EXPLANATIONS: Record<number, string> = {
   504: 'The gateway has timed out.',
 };
 
-interface MediaRange { type: string; subtype: string; q: number }
+export interface MediaRange { type: string; subtype: string; q: number }
 
 function parseAccept(header: string): MediaRange[] {
   const ranges: MediaRange[] = [];
@@ -48,7 +50,11 @@ function parseAccept(header: string): MediaRange[] {
   return ranges;
 }
 
-function qualityOf(offer: string, ranges: MediaRange[]): number {
+/**
+ * WebOb's quality of `offer` under `ranges`: that of the most specific range matching it (the exact
+ * type, then the type with any subtype, then any type); -1 when none matches.
+ */
+export function qualityOf(offer: string, ranges: readonly MediaRange[]): number {
   const [type, subtype] = offer.split('/');
   let best = -1;
   let bestSpecificity = -1;

@@ -1,19 +1,24 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import express, { type NextFunction, type Request, type Response } from 'express';
 import type { ProxyConfig } from '../config/load';
-import { normalizeCreateRequest, normalizePatchRequest, type InboundResult } from '../images/inbound';
+import { GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, readGlanceJsonBody, type JsonBodyResult, type JsonLimits, type JsonNode } from '../images/glance-json';
+import { checkImportRequest, normalizeCreateRequest, normalizePatchRequest, type InboundResult } from '../images/inbound';
 import { enrichImage, enrichImageList, type EnrichContext } from '../images/outbound';
+import { patchDialect, ACCEPT_PATCH } from '../images/patch-operations';
 import { extendImageSchema, extendImagesSchema } from '../images/schema';
 import type { Logger } from '../ops/log';
+import type { RawCacheTrigger } from '../rawcache/trigger';
+import type { TriggerReason } from '../rawcache/types';
+import { withMethodOverride, type Classification, type Refusal } from './classify';
 import { sendGlanceError } from './errors';
 import { originGlanceSaw, rewriteVersionsDocument } from './links';
 import { logRequestId } from './request-id';
-import type { RawCacheTrigger } from '../rawcache/trigger';
+import { readRequestBody } from './request-body';
 import type { BeforeAnswer, ResponseTransform, Upstream } from './upstream';
 
 const JSON_PATCH_V21 = 'application/openstack-images-v2.1-json-patch';
-const JSON_PATCH = /^application\/openstack-images-v2\.[01]-json-patch\s*(;|$)/i;
 const PLAIN_JSON = /^application\/json\s*(;|$)/i;
+
+export type RouteClassification = Extract<Classification, { kind: 'route' }>;
 
 export interface ImageApiDeps {
   upstream: Upstream;
@@ -22,94 +27,176 @@ export interface ImageApiDeps {
   rawCache?: RawCacheTrigger;
 }
 
-/**
- * The image metadata routes the proxy reads or rewrites: inbound requests are validated and
- * normalized before Glance sees them, and Glance's JSON answers are enriched on the way back.
- * Everything else never enters this app (see server.ts); a request that matches no route here
- * still goes to Glance as it came.
- */
-export function createImageApi({ upstream, config, logger, rawCache }: ImageApiDeps): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
+export interface ImageApi {
+  /** A request on one of Glance's v2 routes, already rewritten to its canonical form. */
+  route(req: IncomingMessage, res: ServerResponse, classification: RouteClassification, body?: Buffer): Promise<void>;
+  /** The versions document (and the /v2 redirect). */
+  versions(req: IncomingMessage, res: ServerResponse, body?: Buffer): void;
+}
 
-  const readBody = express.raw({ type: () => true, limit: config.limits.max_json_request });
+/** Glance's success answer to each data-changing request, after which the raw cache must look again. */
+const RAW_CACHE_EVENTS: Readonly<Record<string, { status: number; reason: Extract<TriggerReason, 'upload' | 'import' | 'delete'> }>> = {
+  'PUT image-data': { status: 204, reason: 'upload' },
+  'POST image-import': { status: 202, reason: 'import' },
+  'DELETE image': { status: 204, reason: 'delete' },
+  // Multi-store: the image lost its data in one store, so its raw copy may have lost its source.
+  'DELETE image-store': { status: 204, reason: 'delete' },
+};
+
+interface JudgedBody {
+  buffer: Buffer;
+  text: string;
+  /** Undefined for an empty body, which Glance answers itself ("Body expected in request."). */
+  document: JsonNode | undefined;
+}
+
+/**
+ * The routes whose requests the proxy reads or whose answers it rewrites: inbound JSON bodies are
+ * judged (and the image ones validated and normalized) before Glance sees them, Glance's image
+ * answers are enriched on the way back, and data-changing answers wait for the raw-cache trigger.
+ */
+export function createImageApi({ upstream, config, logger, rawCache }: ImageApiDeps): ImageApi {
   const enrichContext: EnrichContext = { storeTypes: config.store_types, rawCacheEnabled: rawCache !== undefined };
   const enrichOne: ResponseTransform = (body) => enrichImage(body as Record<string, unknown>, enrichContext);
+  const limits: JsonLimits = {
+    depth: config.limits.json_depth,
+    members: config.limits.json_members,
+    elements: config.limits.json_elements,
+    values: config.limits.json_values,
+    string: config.limits.json_string,
+  };
 
-  const forwardChecked = (req: Request, res: Response, result: InboundResult, transform: ResponseTransform, before?: BeforeAnswer) => {
+  const refuse = (req: IncomingMessage, res: ServerResponse, { status, message, headers }: Refusal) => {
+    logger.info('request rejected before reaching Glance', { request_id: logRequestId(req), method: req.method, path: req.url, status, reason: message });
+    sendGlanceError(req, res, status, message, { headers });
+  };
+
+  const refusalOf = (result: Exclude<JsonBodyResult, { ok: true }>): Refusal =>
+    result.problem === 'malformed' ? { status: 400, message: MALFORMED_JSON_MESSAGE } : { status: result.status, message: result.message };
+
+  /** The body as Glance would decode it, or undefined once the proxy has answered (or the client left). */
+  const judgeBody = async (req: IncomingMessage, res: ServerResponse, preread: Buffer | undefined): Promise<JudgedBody | undefined> => {
+    let buffer = preread;
+    let decoded: JsonBodyResult;
+    if (buffer === undefined) {
+      // Read as the body arrives: each step costs one piece of the body, never the whole of it.
+      const reader = new GlanceJsonBodyReader(limits);
+      const read = await readRequestBody(req, config.limits.max_json_request, (chunk) => {
+        const refused = reader.push(chunk);
+        return refused && refusalOf(refused);
+      });
+      if (!read.ok) {
+        if ('refusal' in read) refuse(req, res, read.refusal);
+        return undefined;
+      }
+      buffer = read.body;
+      if (buffer.length === 0) return { buffer, text: '', document: undefined };
+      decoded = reader.end();
+    } else {
+      if (buffer.length === 0) return { buffer, text: '', document: undefined };
+      decoded = readGlanceJsonBody(buffer, limits);
+    }
+    if (!decoded.ok) {
+      refuse(req, res, refusalOf(decoded));
+      return undefined;
+    }
+    return { buffer, text: decoded.text, document: decoded.document };
+  };
+
+  /** Glance answers a JSON array where its code expects an object with a 500; the proxy answers 400. */
+  const refuseArray = (req: IncomingMessage, res: ServerResponse, judged: JudgedBody): boolean => {
+    if (judged.document?.kind !== 'array') return false;
+    refuse(req, res, { status: 400, message: 'The request body must be a JSON object.' });
+    return true;
+  };
+
+  const forwardChecked = (req: IncomingMessage, res: ServerResponse, judged: JudgedBody, result: InboundResult, before?: BeforeAnswer) => {
     if (!result.ok) {
-      const { status, message, headers } = result.rejection;
-      logger.info('request rejected before reaching Glance', { request_id: logRequestId(req), method: req.method, path: req.originalUrl, status, reason: message });
-      sendGlanceError(req, res, status, message, { headers });
+      refuse(req, res, result.rejection);
       return;
     }
     // Unchanged bodies go on byte for byte, so Glance judges exactly what the client sent.
-    upstream.rewrite(req, res, { transform, before }, result.changed ? Buffer.from(result.body) : rawBody(req) ?? Buffer.alloc(0));
+    upstream.rewrite(req, res, { transform: enrichOne, before }, result.changed ? Buffer.from(result.body, 'utf8') : judged.buffer);
   };
 
-  app.post('/v2/images', readBody, (req, res) => {
-    forwardChecked(req, res, normalizeCreateRequest(bodyText(req)), enrichOne);
-  });
-
   // A changed image may need its raw copy made or removed (cache_raw turned on or off).
-  const afterUpdate = (req: Request): BeforeAnswer | undefined =>
+  const afterUpdate = (req: IncomingMessage): BeforeAnswer | undefined =>
     rawCache && ((proxyRes, body) => (proxyRes.statusCode === 200 ? rawCache.afterImageUpdate(body, logRequestId(req)) : Promise.resolve()));
 
-  app.patch('/v2/images/:id', readBody, (req, res) => {
-    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], bodyText(req)), enrichOne, afterUpdate(req));
-  });
+  const update = async (req: IncomingMessage, res: ServerResponse, preread: Buffer | undefined) => {
+    // Glance checks the media type before it reads the body.
+    if (patchDialect(req.headers['content-type']) === undefined) {
+      req.resume();
+      refuse(req, res, { status: 415, message: `The request media type ${req.headers['content-type'] ?? 'text/plain'} is not supported by this server.`, headers: { 'Accept-Patch': ACCEPT_PATCH } });
+      return;
+    }
+    const judged = await judgeBody(req, res, preread);
+    if (judged) forwardChecked(req, res, judged, normalizePatchRequest(req.headers['content-type'], judged.text, judged.document), afterUpdate(req));
+  };
 
   // The StarlingX API reference documents image updates as PUT with a JSON-patch body; Glance only
   // knows PATCH (and answers PUT with 405), so such a PUT becomes the PATCH it means.
-  app.put('/v2/images/:id', readBody, (req, res) => {
+  const starlingxPut = async (req: IncomingMessage, res: ServerResponse, preread: Buffer | undefined) => {
     const contentType = req.headers['content-type'] ?? '';
-    const text = bodyText(req);
-    const isPatch = JSON_PATCH.test(contentType) || (PLAIN_JSON.test(contentType) && text.trimStart().startsWith('['));
+    const judged = await judgeBody(req, res, preread);
+    if (!judged) return;
+    const isPatch = patchDialect(contentType) !== undefined || (PLAIN_JSON.test(contentType) && judged.document?.kind === 'array');
     if (!isPatch) {
-      upstream.pass(req, res, rawBody(req));
+      upstream.pass(req, res, judged.buffer);
       return;
     }
-    if (!JSON_PATCH.test(contentType)) req.headers['content-type'] = JSON_PATCH_V21;
+    if (patchDialect(contentType) === undefined) req.headers['content-type'] = JSON_PATCH_V21;
     req.method = 'PATCH';
-    forwardChecked(req, res, normalizePatchRequest(req.headers['content-type'], text), enrichOne, afterUpdate(req));
-  });
+    req.url = withMethodOverride(req.url ?? '/', 'PATCH');
+    forwardChecked(req, res, judged, normalizePatchRequest(req.headers['content-type'], judged.text, judged.document), afterUpdate(req));
+  };
 
-  app.get('/v2/images', (req, res) => upstream.rewrite(req, res, { transform: (body) => enrichImageList(body, enrichContext) }));
-  app.get('/v2/images/:id', (req, res) => upstream.rewrite(req, res, { transform: enrichOne }));
-  app.get('/v2/schemas/image', (req, res) => upstream.rewrite(req, res, { transform: extendImageSchema }));
-  app.get('/v2/schemas/images', (req, res) => upstream.rewrite(req, res, { transform: extendImagesSchema }));
-  app.get('/{*any}', (req, res) => {
-    if (req.path.startsWith('/v2/') || req.path === '/v2') {
-      upstream.pass(req, res);
-      return;
-    }
-    const from = originGlanceSaw(req);
-    upstream.rewrite(req, res, { transform: (body) => rewriteVersionsDocument(body, from, config.public_url) });
-  });
-
-  app.use((req: IncomingMessage, res: ServerResponse) => upstream.pass(req, res, rawBody(req as Request)));
-
-  app.use((err: Error & { type?: string; status?: number }, req: Request, res: Response, _next: NextFunction) => {
-    if (err.type === 'entity.too.large') {
-      sendGlanceError(req, res, 413, `The request body is larger than the ${config.limits.max_json_request} bytes this image API accepts for image metadata.`);
-      return;
-    }
-    if (err.type === 'request.aborted') return;
-    if (err.type === 'encoding.unsupported') {
-      sendGlanceError(req, res, 415, `The request media type ${req.headers['content-type'] ?? 'application/x-www-form-urlencoded'} is not supported by this server.`);
-      return;
-    }
-    logger.error('request failed in the proxy', { request_id: logRequestId(req), method: req.method, path: req.originalUrl, error: err.message });
-    sendGlanceError(req, res, err.status && err.status >= 400 && err.status < 500 ? err.status : 500, 'The server has either erred or is incapable of performing the requested operation.');
-  });
-  return app;
-}
-
-function rawBody(req: Request): Buffer | undefined {
-  return Buffer.isBuffer(req.body) ? req.body : undefined;
-}
-
-function bodyText(req: Request): string {
-  return Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
+  return {
+    route: async (req, res, classification, preread) => {
+      const { route, method, routeKind, imageId } = classification;
+      const key = `${method} ${route.name}`;
+      const event = rawCache && imageId !== undefined ? RAW_CACHE_EVENTS[key] : undefined;
+      const trigger: BeforeAnswer | undefined =
+        event && ((proxyRes) => (proxyRes.statusCode === event.status ? rawCache!.afterImageChange(imageId!, event.reason, logRequestId(req)) : Promise.resolve()));
+      switch (key) {
+        case 'POST images': {
+          const judged = await judgeBody(req, res, preread);
+          if (judged && !refuseArray(req, res, judged)) forwardChecked(req, res, judged, normalizeCreateRequest(judged.text, judged.document));
+          return;
+        }
+        case 'PATCH image':
+          return update(req, res, preread);
+        case 'PUT image':
+          return starlingxPut(req, res, preread);
+        case 'GET images':
+          return upstream.rewrite(req, res, { transform: (body) => enrichImageList(body, enrichContext) }, preread);
+        case 'GET image':
+          return upstream.rewrite(req, res, { transform: enrichOne }, preread);
+        case 'GET image-schema':
+          return upstream.rewrite(req, res, { transform: extendImageSchema }, preread);
+        case 'GET images-schema':
+          return upstream.rewrite(req, res, { transform: extendImagesSchema }, preread);
+      }
+      if (routeKind === 'json-body') {
+        const judged = await judgeBody(req, res, preread);
+        if (!judged || refuseArray(req, res, judged)) return;
+        const importRefusal = key === 'POST image-import' ? checkImportRequest(judged.document) : undefined;
+        if (importRefusal) return refuse(req, res, importRefusal);
+        if (trigger) upstream.rewrite(req, res, { before: trigger }, judged.buffer);
+        else upstream.pass(req, res, judged.buffer);
+        return;
+      }
+      // The request body still streams; only the answer waits until the job is durable.
+      if (trigger) upstream.rewrite(req, res, { before: trigger }, preread);
+      else upstream.pass(req, res, preread);
+    },
+    versions: (req, res, preread) => {
+      if (req.method !== 'GET' || !config.public_url) {
+        upstream.pass(req, res, preread);
+        return;
+      }
+      const from = originGlanceSaw(req);
+      upstream.rewrite(req, res, { transform: (body) => rewriteVersionsDocument(body, from, config.public_url) }, preread);
+    },
+  };
 }

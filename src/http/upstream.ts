@@ -70,7 +70,9 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   });
   const inFlight = new WeakMap<http.IncomingMessage, InFlight>();
   const responseListeners: Array<(req: http.IncomingMessage, proxyRes: http.IncomingMessage) => void> = [];
-  const common = { target: options.target, agent, xfwd: true, preserveHeaderKeyCase: true, changeOrigin: false };
+  // toProxy: the path goes out exactly as the classification wrote it into req.url; without it the
+  // library re-parses it as a URL, which resolves dot segments and drops a "#" that Glance would keep.
+  const common = { target: options.target, agent, preserveHeaderKeyCase: true, changeOrigin: false, toProxy: true, xfwd: false };
   const streaming = createProxyServer(common);
   const rewriting = createProxyServer({ ...common, selfHandleResponse: true });
 

@@ -24,9 +24,14 @@ function edited(body: string, edits: readonly TextEdit[]): InboundResult {
   return edits.length === 0 ? unchanged(body) : { ok: true, body: applyEdits(body, edits), changed: true };
 }
 
-/** POST /v2/images. Glance reads the body as JSON whatever its Content-Type, and so does this. */
-export function normalizeCreateRequest(bodyText: string): InboundResult {
-  const document = parseGlanceJson(bodyText);
+/** Glance's image id pattern, matched as a whole (Python's `$` would also take a trailing newline). */
+const IMAGE_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/**
+ * POST /v2/images. Glance reads the body as JSON whatever its Content-Type, and so does this.
+ * `document` is the body as Glance decodes it, when the caller has it already.
+ */
+export function normalizeCreateRequest(bodyText: string, document: JsonNode | undefined = parseGlanceJson(bodyText)): InboundResult {
   if (document?.kind !== 'object') return unchanged(bodyText);
   for (const { key } of document.members) {
     // Glance would store it as a property, and JavaScript code reading the image back could then set a prototype.
@@ -35,6 +40,13 @@ export function normalizeCreateRequest(bodyText: string): InboundResult {
     if (isReadOnlyProperty(key)) return rejected(readOnly(key));
   }
   const edits: TextEdit[] = [];
+  // Image ids are canonical (lower case) everywhere: MySQL matches them without regard to case, so two
+  // spellings of one id would be one image there and two images on another database.
+  const id = lastMember(document, 'id');
+  if (id?.kind === 'string') {
+    if (!IMAGE_ID.test(id.value)) return rejected({ status: 400, message: `The image id ${JSON.stringify(id.value)} is not a UUID.` });
+    if (id.value !== id.value.toLowerCase()) edits.push({ start: id.start, end: id.end, text: JSON.stringify(id.value.toLowerCase()) });
+  }
   for (const { key, value } of document.members) {
     const rule = findWritableRule(key);
     if (rule === undefined || lastMember(document, key) !== value) continue;
@@ -46,7 +58,7 @@ export function normalizeCreateRequest(bodyText: string): InboundResult {
 }
 
 /** PATCH /v2/images/{id} (JSON-patch media types v2.0 and v2.1). */
-export function normalizePatchRequest(contentType: string | undefined, bodyText: string): InboundResult {
+export function normalizePatchRequest(contentType: string | undefined, bodyText: string, parsed?: JsonNode): InboundResult {
   const dialect = patchDialect(contentType);
   if (dialect === undefined) {
     // Glance checks the media type before anything else. Without a Content-Type header, eventlet (Glance's
@@ -58,7 +70,7 @@ export function normalizePatchRequest(contentType: string | undefined, bodyText:
       headers: { 'Accept-Patch': ACCEPT_PATCH },
     });
   }
-  const document = parseGlanceJson(bodyText);
+  const document = parsed ?? parseGlanceJson(bodyText);
   // Glance refuses a body it cannot read, or that is not an array, before applying anything.
   if (document?.kind !== 'array') return unchanged(bodyText);
   const reviews = document.elements.map((raw) => reviewOperation(raw, dialect));
@@ -96,4 +108,18 @@ function reviewOperation(raw: JsonNode, dialect: PatchDialect): OperationReview 
   const result = normalizePropertyValue(rule, value);
   if (!result.ok) return { touchesExtension, rejection: { status: 400, message: result.message }, edits: [] };
   return { touchesExtension, edits: canonicalEdit(value, result.canonical) };
+}
+
+/**
+ * POST /v2/images/{id}/import. Glance indexes `method` and `method.name` without checking their types
+ * and answers 500 when they are not an object and a string; the proxy answers the 400 Glance means.
+ */
+export function checkImportRequest(document: JsonNode | undefined): InboundRejection | undefined {
+  if (document?.kind !== 'object') return undefined;
+  const method = lastMember(document, 'method');
+  if (method === undefined) return undefined;
+  if (method.kind !== 'object') return { status: 400, message: "Import request requires a 'method' object with a 'name' field." };
+  const name = lastMember(method, 'name');
+  if (name !== undefined && name.kind !== 'string') return { status: 400, message: "The import method's 'name' must be a string." };
+  return undefined;
 }

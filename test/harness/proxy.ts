@@ -24,6 +24,12 @@ export interface ProxyOptions {
 export interface RunningProxy {
   url: string;
   port: number;
+  /**
+   * The ops listener (/metrics, detailed /healthcheck): the proxy's own, on a port of its own; for a
+   * worker, the same as `url`. Undefined when the test sets STX_GLANCE_PROXY_OPS_LISTEN in `env`
+   * to '' (off) or to undefined (from its config file, or the default 127.0.0.1:9293).
+   */
+  opsUrl: string | undefined;
   pid: number;
   logFile: string;
   /** Everything the proxy wrote to stdout and stderr so far, in arrival order. */
@@ -46,9 +52,15 @@ const DEFAULT_LOG_WAIT_MS = 10_000;
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const port = await freePort();
   const args = ['serve', '--upstream', options.upstream, '--listen', `127.0.0.1:${port}`];
+  // Each proxy gets its own ops listener port, so that several proxies run side by side. The
+  // environment wins over a config file's metrics.listen; a test sets it in `env` to choose.
+  const chosen = options.env !== undefined && 'STX_GLANCE_PROXY_OPS_LISTEN' in options.env;
+  const opsListen = chosen ? options.env!.STX_GLANCE_PROXY_OPS_LISTEN : `127.0.0.1:${await freePort()}`;
+  options = { ...options, env: { ...options.env, STX_GLANCE_PROXY_OPS_LISTEN: opsListen } };
   if (options.config !== undefined) args.push('--config', options.config);
   args.push(...(options.args ?? []));
-  return startCliService(args, `http://127.0.0.1:${port}`, '/versions', options);
+  const opsUrl = opsListen ? `http://${opsListen}` : undefined;
+  return startCliService(args, `http://127.0.0.1:${port}`, '/versions', opsUrl, options);
 }
 
 export interface WorkerOptions {
@@ -63,7 +75,8 @@ export interface WorkerOptions {
 /** Runs `node dist/cli.js worker --config FILE` and waits until its ops listener answers. */
 export async function startWorker(options: WorkerOptions): Promise<RunningProxy> {
   const env = { STX_GLANCE_PROXY_WORKER_LISTEN: `127.0.0.1:${options.opsPort}`, ...options.env };
-  return startCliService(['worker', '--config', options.config], `http://127.0.0.1:${options.opsPort}`, '/healthcheck', { ...options, env });
+  const url = `http://127.0.0.1:${options.opsPort}`;
+  return startCliService(['worker', '--config', options.config], url, '/healthcheck', url, { ...options, env });
 }
 
 /** A `stx-glance-proxy` process with its output captured, ready once `url``readyPath` answers. */
@@ -71,6 +84,7 @@ async function startCliService(
   cliArgs: string[],
   url: string,
   readyPath: string,
+  opsUrl: string | undefined,
   options: { env?: Record<string, string | undefined>; startTimeoutMs?: number; cli?: string },
 ): Promise<RunningProxy> {
   const cli = options.cli ?? CLI;
@@ -93,6 +107,7 @@ async function startCliService(
     return {
       url,
       port,
+      opsUrl,
       pid: running.pid,
       logFile,
       logs: () => output.text,

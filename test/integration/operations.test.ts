@@ -16,6 +16,7 @@ describe('operations', () => {
   let glance: RunningGlance;
   let proxy: RunningProxy;
   let client: HttpClient;
+  let ops: HttpClient;
   let dir: string;
   let disableFile: string;
 
@@ -36,41 +37,48 @@ describe('operations', () => {
     );
     proxy = await startProxy({ upstream: glance.url, config });
     client = new HttpClient(proxy.url);
+    ops = new HttpClient(proxy.opsUrl!);
   });
 
   afterAll(async () => {
     client?.destroy();
+    ops?.destroy();
     await proxy?.stop();
     await glance?.stop();
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('answers /healthcheck OK when Glance and the queue answer, in text and JSON', async () => {
+  it('answers /healthcheck OK on both listeners, and the checks of Glance and the queue on the ops listener', async () => {
     const text = await client.get('/healthcheck');
     expect(text.status).toBe(200);
     expect(text.text()).toBe('OK');
     const json = await client.get('/healthcheck', { Accept: 'application/json' });
     expect(json.json()).toEqual({ detailed: false, reasons: ['OK'] });
-    const detailed = await client.get('/healthcheck?detailed', { Accept: 'application/json' });
+    expect((await ops.get('/healthcheck')).text()).toBe('OK');
+    const detailed = await ops.get('/healthcheck?detailed', { Accept: 'application/json' });
     const classes = detailed.json().reasons.map((r: { class: string }) => r.class);
     expect(classes).toEqual(['disable_by_file', 'glance', 'rawcache_queue']);
   });
 
   it('drains: 503 DISABLED BY FILE while the file exists, OK again once it is gone', async () => {
     await writeFile(disableFile, '');
+    // The ops listener's checks are cached for 2 s; the public answer looks at the file every time.
     await sleep(2100);
-    const res = await client.get('/healthcheck');
-    expect(res.status).toBe(503);
-    expect(res.text()).toBe('DISABLED BY FILE');
+    for (const listener of [client, ops]) {
+      const res = await listener.get('/healthcheck');
+      expect(res.status).toBe(503);
+      expect(res.text()).toBe('DISABLED BY FILE');
+    }
     await rm(disableFile);
     await sleep(2100);
     expect((await client.get('/healthcheck')).status).toBe(200);
+    expect((await ops.get('/healthcheck')).status).toBe(200);
   });
 
-  it('exports Prometheus metrics: requests by route class and status, latency, bytes, queue depth', async () => {
+  it('exports Prometheus metrics on the ops listener: requests by route class and status, latency, bytes, queue depth', async () => {
     await client.get('/v2/images');
     await client.get('/v2/images/00000000-0000-4000-8000-000000000000');
-    const res = await client.get('/metrics');
+    const res = await ops.get('/metrics');
     expect(res.status).toBe(200);
     expect(res.header('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = res.text();
@@ -170,9 +178,9 @@ describe('shutdown', () => {
 });
 
 describe('health when Glance is down', () => {
-  it('answers 503 naming Glance', async () => {
+  it('answers 503 naming Glance on the ops listener', async () => {
     const proxy = await startProxy({ upstream: `http://127.0.0.1:${await freePort()}` });
-    const res = await new HttpClient(proxy.url).get('/healthcheck');
+    const res = await new HttpClient(proxy.opsUrl!).get('/healthcheck');
     expect(res.status).toBe(503);
     expect(res.text()).toMatch(/^Glance unreachable: .*ECONNREFUSED/);
     await proxy.stop();
