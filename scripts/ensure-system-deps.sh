@@ -7,6 +7,7 @@
 #     ceph      single-node Ceph for the rbd store and raw-cache tests
 #     rabbitmq  AMQP broker for the queue tests
 #     keystone  real Keystone for the auth tests
+#     tempest   OpenStack's tempest, whose image API tests run through the proxy
 #
 # Does nothing (and quickly) when every package of the groups is installed already.
 set -euo pipefail
@@ -18,19 +19,20 @@ packages_of() {
     ceph) echo ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra ;;
     rabbitmq) echo rabbitmq-server ;;
     keystone) echo keystone ;;
+    tempest) echo tempest ;;
     *) return 1 ;;
   esac
 }
 
 if [ "$#" -eq 0 ]; then
-  echo "usage: $0 GROUP... (groups: glance bench ceph rabbitmq keystone)" >&2
+  echo "usage: $0 GROUP... (groups: glance bench ceph rabbitmq keystone tempest)" >&2
   exit 2
 fi
 
 wanted=()
 for group in "$@"; do
   if ! pkgs=$(packages_of "$group"); then
-    echo "unknown group '$group' (groups: glance bench ceph rabbitmq keystone)" >&2
+    echo "unknown group '$group' (groups: glance bench ceph rabbitmq keystone tempest)" >&2
     exit 2
   fi
   read -r -a group_pkgs <<<"$pkgs"

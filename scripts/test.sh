@@ -3,6 +3,6 @@
 # Extra arguments go to jest, e.g. `npm test -- test/unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-system-deps.sh glance keystone rabbitmq ceph
+bash scripts/ensure-system-deps.sh glance keystone rabbitmq ceph tempest
 bash scripts/ensure-node-deps.sh
 exec npx jest "$@"
