@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ProxyConfig } from '../config/load';
-import { GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, readGlanceJsonBody, type JsonBodyResult, type JsonLimits, type JsonNode } from '../images/glance-json';
+import { GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, type JsonBodyResult, type JsonLimits, type JsonNode, type TextEdit } from '../images/glance-json';
 import { checkImportRequest, normalizeCreateRequest, normalizePatchRequest, type InboundResult } from '../images/inbound';
 import { enrichImage, enrichImageList, type EnrichContext } from '../images/outbound';
 import { patchDialect, ACCEPT_PATCH } from '../images/patch-operations';
@@ -43,6 +43,48 @@ const RAW_CACHE_EVENTS: Readonly<Record<string, { status: number; reason: Extrac
   'DELETE image-store': { status: 204, reason: 'delete' },
 };
 
+/** What one turn of the event loop reads of a body that is already in memory (a form read for its `_method`). */
+const STEP_BYTES = 256 * 1024;
+
+async function readInSteps(buffer: Buffer, limits: JsonLimits): Promise<JsonBodyResult> {
+  const reader = new GlanceJsonBodyReader(limits);
+  for (let offset = 0; offset < buffer.length; offset += STEP_BYTES) {
+    const refused = reader.push(buffer.subarray(offset, offset + STEP_BYTES));
+    if (refused) return refused;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return reader.end();
+}
+
+/**
+ * The body's bytes with `edits` (spans of its decoded text, in UTF-16 units) applied, as pieces in
+ * order: one pass over the bytes finds where each span starts and ends, and nothing else is copied.
+ * The body is valid UTF-8 (the JSON reader refused it otherwise).
+ */
+export function applyEditsToBytes(body: Buffer, edits: readonly TextEdit[]): Buffer[] {
+  const sorted = [...edits].sort((a, b) => a.start - b.start);
+  const offsets = sorted.flatMap((edit) => [edit.start, edit.end]);
+  const bytesAt: number[] = [];
+  let units = 0;
+  let index = 0;
+  for (let byte = 0; index < offsets.length; ) {
+    while (index < offsets.length && offsets[index] === units) bytesAt[index++] = byte;
+    if (byte >= body.length) break;
+    const lead = body[byte]!;
+    const length = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
+    units += length === 4 ? 2 : 1;
+    byte += length;
+  }
+  const pieces: Buffer[] = [];
+  let from = 0;
+  sorted.forEach((edit, i) => {
+    pieces.push(body.subarray(from, bytesAt[2 * i]), Buffer.from(edit.text, 'utf8'));
+    from = bytesAt[2 * i + 1]!;
+  });
+  pieces.push(body.subarray(from));
+  return pieces;
+}
+
 interface JudgedBody {
   buffer: Buffer;
   text: string;
@@ -81,9 +123,12 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
     if (buffer === undefined) {
       // Read as the body arrives: each step costs one piece of the body, never the whole of it.
       const reader = new GlanceJsonBodyReader(limits);
-      const read = await readRequestBody(req, config.limits.max_json_request, (chunk) => {
-        const refused = reader.push(chunk);
-        return refused && refusalOf(refused);
+      const read = await readRequestBody(req, config.limits.max_json_request, {
+        chunk: (chunk) => {
+          const refused = reader.push(chunk);
+          return refused && refusalOf(refused);
+        },
+        step: () => undefined,
       });
       if (!read.ok) {
         if ('refusal' in read) refuse(req, res, read.refusal);
@@ -94,7 +139,7 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
       decoded = reader.end();
     } else {
       if (buffer.length === 0) return { buffer, text: '', document: undefined };
-      decoded = readGlanceJsonBody(buffer, limits);
+      decoded = await readInSteps(buffer, limits);
     }
     if (!decoded.ok) {
       refuse(req, res, refusalOf(decoded));
@@ -115,8 +160,9 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
       refuse(req, res, result.rejection);
       return;
     }
-    // Unchanged bodies go on byte for byte, so Glance judges exactly what the client sent.
-    upstream.rewrite(req, res, { transform: enrichOne, before }, result.changed ? Buffer.from(result.body, 'utf8') : judged.buffer);
+    // Unchanged bodies go on byte for byte, so Glance judges exactly what the client sent; edited ones
+    // are the client's bytes with only the edited values replaced.
+    upstream.rewrite(req, res, { transform: enrichOne, before }, result.changed ? applyEditsToBytes(judged.buffer, result.edits) : judged.buffer);
   };
 
   // A changed image may need its raw copy made or removed (cache_raw turned on or off).

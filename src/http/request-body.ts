@@ -11,10 +11,18 @@ import type { Refusal } from './classify';
 export type BodyResult = { ok: true; body: Buffer } | { ok: false; refusal: Refusal } | { ok: false; aborted: true };
 
 /**
- * `inspect` sees each chunk as it arrives (the JSON reader works while the body streams in, so no
- * single step holds the event loop for the whole body); a refusal it returns ends the reading.
+ * Looks at the body as it arrives, one chunk per turn of the event loop, so that no turn costs more
+ * than one chunk's worth of work whatever the body. `step` is called again, without a new chunk,
+ * while it answers 'more' (work left over from the last chunk). A refusal ends the reading.
  */
-export function readRequestBody(req: IncomingMessage, limit: number, inspect?: (chunk: Buffer) => Refusal | undefined): Promise<BodyResult> {
+export interface BodyInspector {
+  chunk(chunk: Buffer): Refusal | 'more' | undefined;
+  step(): Refusal | 'more' | undefined;
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export function readRequestBody(req: IncomingMessage, limit: number, inspector?: BodyInspector): Promise<BodyResult> {
   const encoding = String(req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding !== 'identity' && encoding !== '') {
     return Promise.resolve({
@@ -26,45 +34,73 @@ export function readRequestBody(req: IncomingMessage, limit: number, inspect?: (
     ok: false,
     refusal: { status: 413, message: `The request body is larger than the ${limit} bytes this API accepts for a JSON request.`, headers: { Connection: 'close' } },
   };
-  const declared = Number(req.headers['content-length'] ?? 0);
+  const declaredHeader = req.headers['content-length'];
+  const declared = Number(declaredHeader ?? 0);
   if (declared > limit) {
     req.resume();
     return Promise.resolve(tooLarge);
   }
   return new Promise((resolve) => {
-    // With a declared length the body is copied once into its final buffer; chunked bodies are joined.
-    const sized = req.headers['content-length'] !== undefined ? Buffer.allocUnsafe(declared) : undefined;
-    const chunks: Buffer[] = [];
+    // One buffer, copied into as chunks arrive: never a join of every chunk at the end. Without a
+    // declared length it is sized to the limit; only the pages written to take memory.
+    const body = Buffer.allocUnsafe(declaredHeader !== undefined ? declared : limit);
     let size = 0;
+    let ended = false;
     let settled = false;
+    const queue: Buffer[] = [];
+    let working = false;
+
     const settle = (result: BodyResult) => {
       if (settled) return;
       settled = true;
       req.off('data', onData);
+      if (!result.ok) {
+        queue.length = 0;
+        req.resume();
+      }
       resolve(result);
     };
+    const finish = () => {
+      if (ended && !working && queue.length === 0) settle({ ok: true, body: body.subarray(0, size) });
+    };
+    const work = async () => {
+      working = true;
+      try {
+        await inspectQueued();
+      } catch {
+        // A fault of the proxy's own: this request gets a 500, the process goes on.
+        settle({ ok: false, refusal: { status: 500, message: 'The server has either erred or is incapable of performing the requested operation.' } });
+      }
+      working = false;
+      finish();
+    };
+    const inspectQueued = async () => {
+      while (queue.length > 0 && !settled) {
+        let verdict = inspector!.chunk(queue.shift()!);
+        while (verdict === 'more' && !settled) {
+          await nextTurn();
+          verdict = inspector!.step();
+        }
+        if (verdict !== undefined && verdict !== 'more') return settle({ ok: false, refusal: verdict });
+        if (!ended && queue.length < 4) req.resume();
+        await nextTurn();
+      }
+    };
     const onData = (chunk: Buffer) => {
-      if (size + chunk.length > limit || (sized && size + chunk.length > sized.length)) {
-        // The answer goes out now; the rest of the body is drained, and the connection closed after it.
-        chunks.length = 0;
-        req.resume();
-        settle(tooLarge);
-        return;
-      }
-      if (sized) chunk.copy(sized, size);
-      else chunks.push(chunk);
+      if (size + chunk.length > body.length) return settle(tooLarge);
+      chunk.copy(body, size);
+      const view = body.subarray(size, size + chunk.length);
       size += chunk.length;
-      const refusal = inspect?.(chunk);
-      if (refusal) {
-        chunks.length = 0;
-        req.resume();
-        settle({ ok: false, refusal });
-      }
+      if (!inspector) return;
+      queue.push(view);
+      // A client faster than the inspector waits: its bytes stay in the socket, not in the proxy.
+      if (queue.length >= 4) req.pause();
+      if (!working) void work();
     };
     req.on('data', onData);
     req.once('end', () => {
-      const body = sized ? sized.subarray(0, size) : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      settle({ ok: true, body });
+      ended = true;
+      finish();
     });
     req.once('close', () => {
       if (!req.complete) settle({ ok: false, aborted: true });

@@ -21,6 +21,9 @@ export interface RewriteOptions {
   before?: BeforeAnswer;
 }
 
+/** A request body the proxy has read, whole: one buffer, or its pieces in order (never joined into one copy). */
+export type RequestBody = Buffer | readonly Buffer[];
+
 export interface UpstreamOptions {
   target: string;
   publicUrl: string | null;
@@ -36,9 +39,9 @@ export interface UpstreamOptions {
 
 export interface Upstream {
   /** Streams the request to Glance and the answer back as Glance sent it. */
-  pass(req: http.IncomingMessage, res: http.ServerResponse, body?: Buffer): void;
+  pass(req: http.IncomingMessage, res: http.ServerResponse, body?: RequestBody): void;
   /** Like pass, but a successful JSON answer goes through `transform`, and `before` runs first. */
-  rewrite(req: http.IncomingMessage, res: http.ServerResponse, options: RewriteOptions, body?: Buffer): void;
+  rewrite(req: http.IncomingMessage, res: http.ServerResponse, options: RewriteOptions, body?: RequestBody): void;
   /** Called with every answer Glance starts, before the client sees it. */
   onResponse(listener: (req: http.IncomingMessage, proxyRes: http.IncomingMessage) => void): void;
   readonly agent: http.Agent;
@@ -171,16 +174,17 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     }
   }
 
-  function forward(proxy: ProxyServer, req: http.IncomingMessage, res: http.ServerResponse, state: InFlight, body?: Buffer): void {
+  function forward(proxy: ProxyServer, req: http.IncomingMessage, res: http.ServerResponse, state: InFlight, body?: RequestBody): void {
     inFlight.set(req, state);
     // Without Expect the library announces every upstream request (it skips those with one), so the
     // idle timeout always applies; Node has already answered 100 Continue to the client.
     delete req.headers.expect;
     if (body) {
-      req.headers['content-length'] = String(body.length);
+      const pieces = Buffer.isBuffer(body) ? [body] : body;
+      req.headers['content-length'] = String(pieces.reduce((total, piece) => total + piece.length, 0));
       delete req.headers['transfer-encoding'];
       delete req.headers['content-encoding'];
-      proxy.web(req, res, { buffer: Readable.from([body]) });
+      proxy.web(req, res, { buffer: Readable.from(pieces, { objectMode: false }) });
     } else {
       proxy.web(req, res);
     }

@@ -11,17 +11,28 @@ export interface InboundRejection {
 }
 
 /**
- * `body` is what to forward to Glance. `changed: false` means it is the client's text, untouched,
- * so Glance gives its own answer, errors included.
+ * `body` is what to forward to Glance: the client's text with `edits` applied (computed when read, so
+ * a caller that applies the edits to the original bytes never copies the text). `changed: false`
+ * means it is the client's text, untouched, so Glance gives its own answer, errors included.
  */
-export type InboundResult = { ok: true; body: string; changed: boolean } | { ok: false; rejection: InboundRejection };
+export type InboundResult =
+  | { ok: true; readonly body: string; changed: boolean; edits: readonly TextEdit[] }
+  | { ok: false; rejection: InboundRejection };
 
 const readOnly = (name: string): InboundRejection => ({ status: 403, message: `Attribute '${name}' is read-only.` });
-const unchanged = (body: string): InboundResult => ({ ok: true, body, changed: false });
+const unchanged = (body: string): InboundResult => ({ ok: true, body, changed: false, edits: [] });
 const rejected = (rejection: InboundRejection): InboundResult => ({ ok: false, rejection });
 
 function edited(body: string, edits: readonly TextEdit[]): InboundResult {
-  return edits.length === 0 ? unchanged(body) : { ok: true, body: applyEdits(body, edits), changed: true };
+  if (edits.length === 0) return unchanged(body);
+  return {
+    ok: true,
+    changed: true,
+    edits,
+    get body() {
+      return applyEdits(body, edits);
+    },
+  };
 }
 
 /** Glance's image id pattern, matched as a whole (Python's `$` would also take a trailing newline). */
