@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ProxyConfig } from '../config/load';
-import { GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, type JsonBodyResult, type JsonLimits, type JsonNode, type TextEdit } from '../images/glance-json';
-import { checkImportRequest, normalizeCreateRequest, normalizePatchRequest, type InboundResult } from '../images/inbound';
+import { findLoneSurrogateEscape, GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, type JsonBodyRefusal, type JsonBodyResult, type JsonLimits, type JsonNode, type TextEdit } from '../images/glance-json';
+import { checkImportRequest, reviewCreateRequest, reviewPatchRequest, type InboundReview } from '../images/inbound';
 import { enrichImage, enrichImageList, type EnrichContext } from '../images/outbound';
 import { patchDialect, ACCEPT_PATCH } from '../images/patch-operations';
 import { extendImageSchema, extendImagesSchema } from '../images/schema';
@@ -43,18 +43,29 @@ const RAW_CACHE_EVENTS: Readonly<Record<string, { status: number; reason: Extrac
   'DELETE image-store': { status: 204, reason: 'delete' },
 };
 
-/** What one turn of the event loop reads of a body that is already in memory (a form read for its `_method`). */
-const STEP_BYTES = 256 * 1024;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Runs the reader's pending work one step per turn of the event loop; the first refusal ends it. */
+async function drain(reader: GlanceJsonBodyReader, refused: JsonBodyRefusal | undefined): Promise<JsonBodyRefusal | undefined> {
+  while (refused === undefined && reader.pending()) {
+    await nextTurn();
+    refused = reader.step();
+  }
+  return refused;
+}
+
+/** The whole verdict on a body that is already in memory (a form read for its `_method`), one piece per turn. */
 async function readInSteps(buffer: Buffer, limits: JsonLimits): Promise<JsonBodyResult> {
   const reader = new GlanceJsonBodyReader(limits);
   for (let offset = 0; offset < buffer.length; offset += STEP_BYTES) {
-    const refused = reader.push(buffer.subarray(offset, offset + STEP_BYTES));
+    const refused = await drain(reader, reader.push(buffer.subarray(offset, offset + STEP_BYTES)));
     if (refused) return refused;
-    await new Promise((resolve) => setImmediate(resolve));
   }
-  return reader.end();
+  return (await drain(reader, reader.close())) ?? reader.end();
 }
+
+/** How much of an in-memory body is handed to the reader at a time (its piece size). */
+const STEP_BYTES = 256 * 1024;
 
 /**
  * The body's bytes with `edits` (spans of its decoded text, in UTF-16 units) applied, as pieces in
@@ -87,7 +98,6 @@ export function applyEditsToBytes(body: Buffer, edits: readonly TextEdit[]): Buf
 
 interface JudgedBody {
   buffer: Buffer;
-  text: string;
   /** Undefined for an empty body, which Glance answers itself ("Body expected in request."). */
   document: JsonNode | undefined;
 }
@@ -123,29 +133,33 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
     if (buffer === undefined) {
       // Read as the body arrives: each step costs one piece of the body, never the whole of it.
       const reader = new GlanceJsonBodyReader(limits);
+      const verdict = (refused: JsonBodyRefusal | undefined): Refusal | 'more' | undefined =>
+        refused ? refusalOf(refused) : reader.pending() ? 'more' : undefined;
       const read = await readRequestBody(req, config.limits.max_json_request, {
-        chunk: (chunk) => {
-          const refused = reader.push(chunk);
-          return refused && refusalOf(refused);
-        },
-        step: () => undefined,
+        chunk: (chunk) => verdict(reader.push(chunk)),
+        step: () => verdict(reader.step()),
       });
       if (!read.ok) {
         if ('refusal' in read) refuse(req, res, read.refusal);
         return undefined;
       }
       buffer = read.body;
-      if (buffer.length === 0) return { buffer, text: '', document: undefined };
-      decoded = reader.end();
+      if (buffer.length === 0) return { buffer, document: undefined };
+      decoded = (await drain(reader, reader.close())) ?? reader.end();
     } else {
-      if (buffer.length === 0) return { buffer, text: '', document: undefined };
+      if (buffer.length === 0) return { buffer, document: undefined };
       decoded = await readInSteps(buffer, limits);
     }
     if (!decoded.ok) {
       refuse(req, res, refusalOf(decoded));
       return undefined;
     }
-    return { buffer, text: decoded.text, document: decoded.document };
+    const surrogate = findLoneSurrogateEscape(buffer);
+    if (surrogate !== undefined) {
+      refuse(req, res, { status: 400, message: `The request body holds ${surrogate}, a lone UTF-16 surrogate, which cannot be stored.` });
+      return undefined;
+    }
+    return { buffer, document: decoded.document };
   };
 
   /** Glance answers a JSON array where its code expects an object with a 500; the proxy answers 400. */
@@ -155,14 +169,14 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
     return true;
   };
 
-  const forwardChecked = (req: IncomingMessage, res: ServerResponse, judged: JudgedBody, result: InboundResult, before?: BeforeAnswer) => {
+  const forwardChecked = (req: IncomingMessage, res: ServerResponse, judged: JudgedBody, result: InboundReview, before?: BeforeAnswer) => {
     if (!result.ok) {
       refuse(req, res, result.rejection);
       return;
     }
     // Unchanged bodies go on byte for byte, so Glance judges exactly what the client sent; edited ones
     // are the client's bytes with only the edited values replaced.
-    upstream.rewrite(req, res, { transform: enrichOne, before }, result.changed ? applyEditsToBytes(judged.buffer, result.edits) : judged.buffer);
+    upstream.rewrite(req, res, { transform: enrichOne, before }, result.edits.length > 0 ? applyEditsToBytes(judged.buffer, result.edits) : judged.buffer);
   };
 
   // A changed image may need its raw copy made or removed (cache_raw turned on or off).
@@ -177,7 +191,7 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
       return;
     }
     const judged = await judgeBody(req, res, preread);
-    if (judged) forwardChecked(req, res, judged, normalizePatchRequest(req.headers['content-type'], judged.text, judged.document), afterUpdate(req));
+    if (judged) forwardChecked(req, res, judged, reviewPatchRequest(req.headers['content-type'], judged.document), afterUpdate(req));
   };
 
   // The StarlingX API reference documents image updates as PUT with a JSON-patch body; Glance only
@@ -194,7 +208,7 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
     if (patchDialect(contentType) === undefined) req.headers['content-type'] = JSON_PATCH_V21;
     req.method = 'PATCH';
     req.url = withMethodOverride(req.url ?? '/', 'PATCH');
-    forwardChecked(req, res, judged, normalizePatchRequest(req.headers['content-type'], judged.text, judged.document), afterUpdate(req));
+    forwardChecked(req, res, judged, reviewPatchRequest(req.headers['content-type'], judged.document), afterUpdate(req));
   };
 
   return {
@@ -207,7 +221,7 @@ export function createImageApi({ upstream, config, logger, rawCache }: ImageApiD
       switch (key) {
         case 'POST images': {
           const judged = await judgeBody(req, res, preread);
-          if (judged && !refuseArray(req, res, judged)) forwardChecked(req, res, judged, normalizeCreateRequest(judged.text, judged.document));
+          if (judged && !refuseArray(req, res, judged)) forwardChecked(req, res, judged, reviewCreateRequest(judged.document));
           return;
         }
         case 'PATCH image':

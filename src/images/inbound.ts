@@ -11,39 +11,46 @@ export interface InboundRejection {
 }
 
 /**
- * `body` is what to forward to Glance: the client's text with `edits` applied (computed when read, so
- * a caller that applies the edits to the original bytes never copies the text). `changed: false`
- * means it is the client's text, untouched, so Glance gives its own answer, errors included.
+ * The verdict on a decoded body: the edits that make it canonical (none: forward the client's bytes
+ * untouched, so Glance gives its own answer, errors included), or the proxy's own refusal.
  */
+export type InboundReview = { ok: true; edits: readonly TextEdit[] } | { ok: false; rejection: InboundRejection };
+
+/** The same verdict on a body's text: `body` is what to forward to Glance, `changed` whether it was edited. */
 export type InboundResult =
-  | { ok: true; readonly body: string; changed: boolean; edits: readonly TextEdit[] }
+  | { ok: true; body: string; changed: boolean; edits: readonly TextEdit[] }
   | { ok: false; rejection: InboundRejection };
 
 const readOnly = (name: string): InboundRejection => ({ status: 403, message: `Attribute '${name}' is read-only.` });
-const unchanged = (body: string): InboundResult => ({ ok: true, body, changed: false, edits: [] });
-const rejected = (rejection: InboundRejection): InboundResult => ({ ok: false, rejection });
+const unchanged: InboundReview = { ok: true, edits: [] };
+const rejected = (rejection: InboundRejection): InboundReview => ({ ok: false, rejection });
+const edited = (edits: readonly TextEdit[]): InboundReview => ({ ok: true, edits });
 
-function edited(body: string, edits: readonly TextEdit[]): InboundResult {
-  if (edits.length === 0) return unchanged(body);
-  return {
-    ok: true,
-    changed: true,
-    edits,
-    get body() {
-      return applyEdits(body, edits);
-    },
-  };
+function onText(bodyText: string, review: InboundReview): InboundResult {
+  if (!review.ok) return review;
+  const changed = review.edits.length > 0;
+  return { ok: true, body: changed ? applyEdits(bodyText, review.edits) : bodyText, changed, edits: review.edits };
 }
 
 /** Glance's image id pattern, matched as a whole (Python's `$` would also take a trailing newline). */
 const IMAGE_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
+/** POST /v2/images, on the body's text. */
+export function normalizeCreateRequest(bodyText: string): InboundResult {
+  return onText(bodyText, reviewCreateRequest(parseGlanceJson(bodyText)));
+}
+
+/** PATCH /v2/images/{id}, on the body's text. */
+export function normalizePatchRequest(contentType: string | undefined, bodyText: string): InboundResult {
+  return onText(bodyText, reviewPatchRequest(contentType, parseGlanceJson(bodyText)));
+}
+
 /**
  * POST /v2/images. Glance reads the body as JSON whatever its Content-Type, and so does this.
- * `document` is the body as Glance decodes it, when the caller has it already.
+ * `document` is the body as Glance decodes it (undefined when it could not).
  */
-export function normalizeCreateRequest(bodyText: string, document: JsonNode | undefined = parseGlanceJson(bodyText)): InboundResult {
-  if (document?.kind !== 'object') return unchanged(bodyText);
+export function reviewCreateRequest(document: JsonNode | undefined): InboundReview {
+  if (document?.kind !== 'object') return unchanged;
   for (const { key } of document.members) {
     // Glance would store it as a property, and JavaScript code reading the image back could then set a prototype.
     if (key === '__proto__') return rejected({ status: 403, message: `Attribute '${key}' is reserved.` });
@@ -65,11 +72,11 @@ export function normalizeCreateRequest(bodyText: string, document: JsonNode | un
     if (!result.ok) return rejected({ status: 400, message: result.message });
     edits.push(...canonicalEdit(value, result.canonical));
   }
-  return edited(bodyText, edits);
+  return edited(edits);
 }
 
-/** PATCH /v2/images/{id} (JSON-patch media types v2.0 and v2.1). */
-export function normalizePatchRequest(contentType: string | undefined, bodyText: string, parsed?: JsonNode): InboundResult {
+/** PATCH /v2/images/{id} (JSON-patch media types v2.0 and v2.1), on the body as Glance decodes it. */
+export function reviewPatchRequest(contentType: string | undefined, document: JsonNode | undefined): InboundReview {
   const dialect = patchDialect(contentType);
   if (dialect === undefined) {
     // Glance checks the media type before anything else. Without a Content-Type header, eventlet (Glance's
@@ -81,18 +88,17 @@ export function normalizePatchRequest(contentType: string | undefined, bodyText:
       headers: { 'Accept-Patch': ACCEPT_PATCH },
     });
   }
-  const document = parsed ?? parseGlanceJson(bodyText);
   // Glance refuses a body it cannot read, or that is not an array, before applying anything.
-  if (document?.kind !== 'array') return unchanged(bodyText);
+  if (document?.kind !== 'array') return unchanged;
   const reviews = document.elements.map((raw) => reviewOperation(raw, dialect));
   // Glance stops at the first operation it refuses; answering the same way keeps a malformed operation
   // from hiding a later one that Glance might apply after all.
   const refusal = reviews.find((review) => review.rejection !== undefined);
   // An operation Glance would crash on gets the 400 Glance means to give, whatever the patch touches.
   if (refusal?.rejection !== undefined && refusal.glanceFails) return rejected(refusal.rejection);
-  if (!reviews.some((review) => review.touchesExtension)) return unchanged(bodyText);
+  if (!reviews.some((review) => review.touchesExtension)) return unchanged;
   if (refusal?.rejection !== undefined) return rejected(refusal.rejection);
-  return edited(bodyText, reviews.flatMap((review) => review.edits));
+  return edited(reviews.flatMap((review) => review.edits));
 }
 
 interface OperationReview {

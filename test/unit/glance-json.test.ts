@@ -118,13 +118,46 @@ function refusal(body: Buffer | string, limits: JsonLimits = DEFAULT_JSON_LIMITS
 const MALFORMED = { ok: false, problem: 'malformed', message: 'Malformed JSON in request body.' };
 
 describe('reading request body bytes as Glance does (oslo jsonutils.loads: strict UTF-8, then Python json)', () => {
-  it('returns the decoded text and the document, spans being offsets into that text', () => {
-    const body = Buffer.from('{"name": "ü中😀", "n": 1}');
+  it('returns the document, with spans in the decoded text (UTF-16) and in the body (bytes), and no text', () => {
+    const text = '{"name": "ü中😀", "n": 1}';
+    const body = Buffer.from(text);
     const result = readGlanceJsonBody(body, DEFAULT_JSON_LIMITS);
-    expect(result).toMatchObject({ ok: true, text: '{"name": "ü中😀", "n": 1}' });
     if (!result.ok || result.document.kind !== 'object') throw new Error('not an object');
+    expect(result.text).toBeUndefined();
+    const name = lastMember(result.document, 'name');
     const n = lastMember(result.document, 'n');
-    expect(n && result.text.slice(n.start, n.end)).toBe('1');
+    expect(n && text.slice(n.start, n.end)).toBe('1');
+    expect(n && body.subarray(n.byteStart, n.byteEnd).toString()).toBe('1');
+    expect(name && body.subarray(name.byteStart, name.byteEnd).toString()).toBe('"ü中😀"');
+    expect(name && text.slice(name.start, name.end)).toBe('"ü中😀"');
+    expect(result.document).toMatchObject({ start: 0, end: text.length, byteStart: 0, byteEnd: body.length });
+  });
+
+  it('gives parseGlanceJson byte spans into the UTF-8 of its text, a lone surrogate counting 3 bytes', () => {
+    const text = '["\\u00e9", "é", "\ud800", "😀", "\ud800😀", 1, {"é": [true]}]';
+    const bytes = Buffer.from(text);
+    const node = parseGlanceJson(text);
+    if (node?.kind !== 'array') throw new Error('not an array');
+    expect(node.elements.map((element) => element.byteEnd - element.byteStart)).toEqual([8, 4, 5, 6, 9, 1, 14]);
+    expect(node).toMatchObject({ byteStart: 0, byteEnd: bytes.length });
+    expect(bytes.subarray(node.elements[6]?.byteStart, node.elements[6]?.byteEnd).toString()).toBe('{"é": [true]}');
+  });
+
+  it('decodes long strings and keys (or any past the kept budget) on demand from the body, the same as kept ones', () => {
+    const long = `é\\n${'a'.repeat(2000)}\\u00e9😀`;
+    const text = `{"${long}": "${long}", "short": ["x", "${'b'.repeat(20)}"], "k": "v"}`;
+    const body = Buffer.from(text);
+    const kept = readGlanceJsonBody(body, DEFAULT_JSON_LIMITS);
+    const lazy = new GlanceJsonBodyReader(DEFAULT_JSON_LIMITS, 7, { eagerString: 0, eagerBudget: 0 });
+    for (let offset = 0; offset < body.length; offset += 5) lazy.push(body.subarray(offset, offset + 5));
+    const result = lazy.end();
+    expect(plain(result)).toEqual(plain(kept));
+    if (!result.ok || result.document.kind !== 'object') throw new Error('not an object');
+    const expected = `é\n${'a'.repeat(2000)}é😀`;
+    expect(result.document.members[0]?.key).toBe(expected);
+    expect(lastMember(result.document, expected)).toMatchObject({ kind: 'string', value: expected });
+    expect(lastMember(result.document, 'k')).toMatchObject({ value: 'v' });
+    expect(lastMember(result.document, 'short')).toMatchObject({ elements: [{ value: 'x' }, { value: 'b'.repeat(20) }] });
   });
 
   it.each([
@@ -335,7 +368,7 @@ describe('limits on request bodies', () => {
     expect(refusal('"abcdef', LIMITS)).toMatchObject({ problem: 'limit', status: 400 });
     // Each piece is decoded before it is read: invalid UTF-8 in a later piece is never looked at.
     const reader = new GlanceJsonBodyReader(LIMITS, 8);
-    expect(reader.push(bytes('[1, 2, 3, 4, 5, 6, 7, ', [0xff]))).toMatchObject({ problem: 'limit', status: 413 });
+    expect(drain(reader, reader.push(bytes('[1, 2, 3, 4, 5, 6, 7, ', [0xff])))).toMatchObject({ problem: 'limit', status: 413 });
   });
 
   it('still answers malformed for what is malformed before any limit is crossed', () => {
@@ -349,6 +382,26 @@ describe('limits on request bodies', () => {
     expect(refusal(body)).toMatchObject({ status: 413, message: 'The JSON request body has an array with more than 16384 elements.' });
   });
 });
+
+/** A deep copy of what a node shows through its properties, getters included (a lazy node's text is one). */
+function plain(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(plain);
+  if (typeof value !== 'object' || value === null) return value;
+  const fields = ['ok', 'document', 'kind', 'start', 'end', 'byteStart', 'byteEnd', 'key', 'value', 'text', 'members', 'elements'];
+  const record = value as Record<string, unknown>;
+  return Object.fromEntries(fields.filter((field) => record[field] !== undefined).map((field) => [field, plain(record[field])]));
+}
+
+/** Steps the reader until no work is pending (or it refuses), as a caller does one step per turn. */
+function drain(reader: GlanceJsonBodyReader, refused: JsonBodyResult | undefined): JsonBodyResult | undefined {
+  let steps = 0;
+  while (refused === undefined && reader.pending()) {
+    refused = reader.step();
+    steps += 1;
+    if (steps > 1e6) throw new Error('the reader never stops');
+  }
+  return refused;
+}
 
 describe('reading a body as it arrives', () => {
   const body = Buffer.from('{"name": "ü中😀\\n", "size": -12.5e3, "tags": [true, null, NaN], "x": "abcdefghijklmnopqrstuvwxyz0123456789"}');
@@ -368,8 +421,8 @@ describe('reading a body as it arrives', () => {
 
   it('returns a refusal from push as soon as a limit is crossed, and the same refusal afterwards', () => {
     const reader = new GlanceJsonBodyReader(LIMITS, 4);
-    expect(reader.push(Buffer.from('[1, 2, '))).toBeUndefined();
-    const refused = reader.push(Buffer.from('3, 4, 5'));
+    expect(drain(reader, reader.push(Buffer.from('[1, 2, ')))).toBeUndefined();
+    const refused = drain(reader, reader.push(Buffer.from('3, 4, 5')));
     expect(refused).toMatchObject({ problem: 'limit', status: 413 });
     expect(reader.push(Buffer.from(']'))).toBe(refused);
     expect(reader.end()).toBe(refused);
@@ -377,14 +430,59 @@ describe('reading a body as it arrives', () => {
 
   it('refuses invalid UTF-8 split across chunks', () => {
     const reader = new GlanceJsonBodyReader(DEFAULT_JSON_LIMITS, 1);
-    reader.push(Buffer.from('["'));
-    reader.push(Buffer.from([0xed]));
-    expect(reader.push(Buffer.from([0xa0, 0x80]))).toEqual(MALFORMED);
+    drain(reader, reader.push(Buffer.from('["')));
+    drain(reader, reader.push(Buffer.from([0xed])));
+    expect(drain(reader, reader.push(Buffer.from([0xa0, 0x80])))).toEqual(MALFORMED);
   });
 
   it('gathers small chunks until a piece is full before reading them', () => {
     const reader = new GlanceJsonBodyReader(LIMITS, 64);
     expect(reader.push(Buffer.from('[1, 2, 3, 4]'))).toBeUndefined();
     expect(reader.end()).toMatchObject({ problem: 'limit' });
+  });
+
+  it('reads at most one piece and at most valuesPerStep new values per step, the rest in later steps', () => {
+    const unit = `${'['.repeat(31)}${']'.repeat(31)},`;
+    const body = Buffer.from(`[${unit.repeat(100)}[]]`);
+    const whole = readGlanceJsonBody(body, DEFAULT_JSON_LIMITS);
+    expect(whole.ok).toBe(true);
+    const reader = new GlanceJsonBodyReader(DEFAULT_JSON_LIMITS, 1024, { valuesPerStep: 100 });
+    expect(reader.push(body)).toBeUndefined();
+    expect(reader.pending()).toBe(true);
+    let steps = 1;
+    while (reader.pending()) {
+      expect(reader.step()).toBeUndefined();
+      steps += 1;
+    }
+    // 3202 values, at most 100 a step: at least 33 steps (the last piece is read only once closed).
+    expect(steps).toBeGreaterThanOrEqual(30);
+    expect(reader.close()).toBeUndefined();
+    while (reader.pending()) expect(reader.step()).toBeUndefined();
+    expect(reader.end()).toEqual(whole);
+  });
+
+  it('refuses at the values limit in a later step, no step starting more than valuesPerStep values', () => {
+    const body = Buffer.from(`[${'[],'.repeat(20)}[]]`);
+    const reader = new GlanceJsonBodyReader({ ...DEFAULT_JSON_LIMITS, values: 10 }, 1 << 20, { valuesPerStep: 4 });
+    expect(reader.push(body)).toBeUndefined();
+    expect(reader.close()).toBeUndefined();
+    expect(reader.step()).toBeUndefined();
+    expect(reader.step()).toMatchObject({ problem: 'limit', status: 413, message: 'The JSON request body has more than 10 values.' });
+    expect(reader.pending()).toBe(false);
+  });
+});
+
+describe('lone surrogate escapes, which Glance accepts and then cannot store', () => {
+  const { findLoneSurrogateEscape } = jest.requireActual('../../src/images/glance-json') as typeof import('../../src/images/glance-json');
+  it.each([
+    ['{"stx_x": "a\\udc00b"}', '\\udc00'],
+    ['{"tags": ["\\uD800"]}', '\\uD800'],
+    ['{"a": "\\ud83d\\ude00", "b": "\\ud83d"}', '\\ud83d'],
+    ['{"a": "\\ude00\\ud83d"}', '\\ude00'],
+  ])('finds the first in %s', (body, expected) => {
+    expect(findLoneSurrogateEscape(Buffer.from(body, 'utf8'))).toBe(expected);
+  });
+  it.each([['{"a": "\\ud83d\\ude00"}'], ['{"a": "\\\\ud800"}'], ['{"a": "\\u00e9 \\n \\\\"}'], ['{"a": "😀"}']])('finds none in %s', (body) => {
+    expect(findLoneSurrogateEscape(Buffer.from(body, 'utf8'))).toBeUndefined();
   });
 });
