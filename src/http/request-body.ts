@@ -32,12 +32,12 @@ export function readRequestBody(req: IncomingMessage, limit: number, inspector?:
   }
   const tooLarge: BodyResult = {
     ok: false,
-    refusal: { status: 413, message: `The request body is larger than the ${limit} bytes this API accepts for a JSON request.`, headers: { Connection: 'close' } },
+    refusal: { status: 413, message: `The request body is larger than the ${limit} bytes this API accepts for a JSON request.` },
   };
   const declaredHeader = req.headers['content-length'];
   const declared = Number(declaredHeader ?? 0);
   if (declared > limit) {
-    req.resume();
+    discardRest(req, limit);
     return Promise.resolve(tooLarge);
   }
   return new Promise((resolve) => {
@@ -56,7 +56,7 @@ export function readRequestBody(req: IncomingMessage, limit: number, inspector?:
       req.off('data', onData);
       if (!result.ok) {
         queue.length = 0;
-        req.resume();
+        discardRest(req, limit);
       }
       resolve(result);
     };
@@ -107,4 +107,18 @@ export function readRequestBody(req: IncomingMessage, limit: number, inspector?:
     });
     req.once('error', () => settle({ ok: false, aborted: true }));
   });
+}
+
+/**
+ * Reads and drops the rest of a refused body, so that a client still sending gets its answer: a
+ * socket closed with unread bytes makes the kernel reset the connection, and the client may never
+ * read the error. Past `budget` more bytes the connection is cut.
+ */
+function discardRest(req: IncomingMessage, budget: number): void {
+  let dropped = 0;
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > budget) req.socket.destroy();
+  });
+  req.resume();
 }
