@@ -4,9 +4,12 @@
 // 16 MiB. Each case runs in a fresh child process (node --expose-gc), which reads the body from a file
 // (the Buffer counts in its RSS) and reads it two ways:
 //   sync         readGlanceJsonBody(body) in one call
-//   incremental  GlanceJsonBodyReader.push() of 64 KiB chunks, one per event-loop turn (as from a socket)
-// Writes the "Hostile JSON request bodies" section at the end of bench/RESULTS.md (replacing the one a
-// previous run wrote). Needs `npm run build` first.
+//   incremental  GlanceJsonBodyReader.push() of 64 KiB chunks, one per event-loop turn (as from a socket
+//                that trickles; a fast one hands the proxy up to 32 such chunks in one turn, which is what
+//                bench/hostile-proxy.js measures through the proxy process)
+// Writes "The body reader alone" part of the "Hostile JSON request bodies" section of bench/RESULTS.md
+// (replacing the one a previous run wrote; the part bench/hostile-proxy.js writes, the same bodies through
+// the proxy process, is kept). Needs `npm run build` first.
 //
 // usage: node bench/hostile-json.js [--sizes 1,4,16] [--no-write]
 'use strict';
@@ -24,6 +27,21 @@ const READER = path.join(__dirname, '..', 'dist', 'images', 'glance-json.js');
 const RESULTS = path.join(__dirname, 'RESULTS.md');
 const BEGIN = '<!-- hostile-json:begin (written by bench/hostile-json.js; a new run replaces this section) -->';
 const END = '<!-- hostile-json:end -->';
+/** The section's two parts, each written by its own script; a run replaces its part and keeps the other. */
+const PARTS = {
+  proxy: {
+    heading: '### Through the proxy process',
+    begin: '<!-- hostile-json:proxy:begin (written by bench/hostile-proxy.js) -->',
+    end: '<!-- hostile-json:proxy:end -->',
+    missing: 'Not measured yet: `npm run build && node bench/hostile-proxy.js`.',
+  },
+  reader: {
+    heading: '### The body reader alone',
+    begin: '<!-- hostile-json:reader:begin (written by bench/hostile-json.js) -->',
+    end: '<!-- hostile-json:reader:end -->',
+    missing: 'Not measured yet: `npm run build && node bench/hostile-json.js`.',
+  },
+};
 
 /** Fills `size` bytes: head, then `unit` repeated, then tail (the last unit cut to fit). */
 function repeated(size, head, unit, tail) {
@@ -203,9 +221,6 @@ function section({ rows, rounds, sizes }) {
   const when = new Date().toISOString().slice(0, 10);
   const cpus = os.cpus();
   const lines = [
-    BEGIN,
-    '## Hostile JSON request bodies',
-    '',
     `Run ${when} on ${cpus.length} vCPUs (${cpus[0]?.model.trim() ?? 'unknown CPU'}), Node ${process.version}, with`,
     '',
     '```sh',
@@ -245,9 +260,48 @@ function section({ rows, rounds, sizes }) {
     `  arrives, no step took more than ${format(slowStep.longestStepMs)} ms cold (${describe(slowStep)}) and`,
     `  ${format(slowWarmStep.warmLongestStepMs)} ms warm (${describe(slowWarmStep)}).`,
     `- Peak RSS over idle was at most ${format(fat.peakOverIdleMiB)} MiB (${describe(fat)}, ${fat.mode}).`,
-    END,
   );
   return lines.join('\n');
+}
+
+/**
+ * Replaces `part` ('reader' or 'proxy') of the hostile-json section of bench/RESULTS.md with `text`, and
+ * keeps the other part as the last run wrote it. Nothing outside the section's markers changes.
+ */
+function writePart(part, text) {
+  const previous = fs.readFileSync(RESULTS, 'utf8');
+  const begin = previous.indexOf(BEGIN);
+  const end = previous.indexOf(END);
+  const found = begin >= 0 && end > begin;
+  const inside = found ? previous.slice(begin + BEGIN.length, end) : '';
+  const kept = {};
+  for (const [name, markers] of Object.entries(PARTS)) {
+    const from = inside.indexOf(markers.begin);
+    const to = inside.indexOf(markers.end);
+    if (from >= 0 && to > from) kept[name] = inside.slice(from + markers.begin.length, to).trim();
+  }
+  // A section written before it had parts is the reader's table alone.
+  if (found && kept.proxy === undefined && kept.reader === undefined && inside.includes('| body |')) {
+    kept.reader = inside.replace(/^\s*## Hostile JSON request bodies\s*/, '').trim();
+  }
+  kept[part] = text.trim();
+  const lines = [
+    BEGIN,
+    '## Hostile JSON request bodies',
+    '',
+    'The security requirement: for any JSON request body within `limits.max_json_request` (16 MiB by',
+    'default), the proxy\'s peak RSS over idle stays at or below 64 MiB, and no such body stalls its event',
+    'loop for more than 100 ms. The bodies are built to cost the most per byte: many tiny containers,',
+    'nesting to and past the depth limit, one huge string, many members, long non-Latin-1 strings, and',
+    'big bodies within every limit.',
+  ];
+  for (const [name, markers] of Object.entries(PARTS)) {
+    lines.push('', markers.heading, '', markers.begin, kept[name] ?? markers.missing, markers.end);
+  }
+  lines.push(END);
+  const section = lines.join('\n');
+  const updated = found ? `${previous.slice(0, begin)}${section}${previous.slice(end + END.length)}` : `${previous.trimEnd()}\n\n${section}\n`;
+  fs.writeFileSync(RESULTS, updated);
 }
 
 async function main() {
@@ -261,15 +315,15 @@ async function main() {
     process.stdout.write(`${text}\n`);
     return;
   }
-  const previous = fs.readFileSync(RESULTS, 'utf8');
-  const begin = previous.indexOf(BEGIN);
-  const end = previous.indexOf(END);
-  const updated = begin >= 0 && end > begin ? `${previous.slice(0, begin)}${text}${previous.slice(end + END.length)}` : `${previous.trimEnd()}\n\n${text}\n`;
-  fs.writeFileSync(RESULTS, updated);
-  process.stderr.write(`done: the "Hostile JSON request bodies" section of ${path.relative(process.cwd(), RESULTS)}\n`);
+  writePart('reader', text);
+  process.stderr.write(`done: "The body reader alone" in the hostile-json section of ${path.relative(process.cwd(), RESULTS)}\n`);
 }
 
-main().catch((error) => {
-  process.stderr.write(`${error.stack ?? error}\n`);
-  process.exit(1);
-});
+module.exports = { BODIES: CASES, repeated, writePart };
+
+if (require.main === module) {
+  main().catch((error) => {
+    process.stderr.write(`${error.stack ?? error}\n`);
+    process.exit(1);
+  });
+}
