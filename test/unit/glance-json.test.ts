@@ -1,6 +1,7 @@
 import {
   applyEdits,
   DEFAULT_JSON_LIMITS,
+  findLoneSurrogateEscape,
   GlanceJsonBodyReader,
   lastMember,
   parseGlanceJson,
@@ -473,7 +474,6 @@ describe('reading a body as it arrives', () => {
 });
 
 describe('lone surrogate escapes, which Glance accepts and then cannot store', () => {
-  const { findLoneSurrogateEscape } = jest.requireActual('../../src/images/glance-json') as typeof import('../../src/images/glance-json');
   it.each([
     ['{"stx_x": "a\\udc00b"}', '\\udc00'],
     ['{"tags": ["\\uD800"]}', '\\uD800'],
