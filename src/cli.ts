@@ -8,7 +8,6 @@ import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
 import { openQueue, openRawCacheRuntime } from './rawcache/runtime';
 import { formatDetail, formatTable, listCache, retryCache, showCache } from './ops/cache-commands';
-import { compileTrustedProxies } from './http/forwarded';
 import { createHealth, glanceCheck, queueCheck } from './ops/health';
 import { startOpsServer, startProxyOpsServer } from './ops/ops-server';
 import { createRawCacheTrigger } from './rawcache/trigger';
@@ -74,8 +73,6 @@ function onTermination(logger: Logger, stop: (signal: string) => Promise<void>):
  * SIGTERM/SIGINT, then lets requests in flight finish within the grace.
  */
 async function runProxy(config: ProxyConfig, onStopped: () => Promise<void> = async () => undefined): Promise<string> {
-  // A bad entry stops the start here, not at the first request.
-  compileTrustedProxies(config.trusted_proxies);
   const logger = createLogger(config.log.level);
   const queue = config.rawcache.enabled ? await openQueue(config, logger) : undefined;
   const metrics = config.metrics.enabled ? new Metrics('proxy') : undefined;

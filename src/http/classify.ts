@@ -138,7 +138,7 @@ function methodOverride(request: RequestLine, rawQuery: string | undefined, form
   if (rawQuery !== undefined && rawQuery.includes('_method')) {
     const pairs = webobQueryPairs(rawQuery);
     // The proxy forwards its own parse, spelled so that Glance's parse gives it back unchanged.
-    const query = pairs.map(([name, value]) => `${encodeQueryBytes(name)}=${encodeQueryBytes(value)}`).join('&');
+    const query = spellQuery(pairs);
     if (!pairs.every(([name, value]) => isUtf8(name) && isUtf8(value))) return { query };
     const value = pairs.filter(([name]) => name === '_method').at(-1)?.[1];
     if (!value) return { query };
@@ -179,7 +179,7 @@ export function withMethodOverride(url: string, method: string): string {
   const queryAt = url.indexOf('?');
   if (queryAt === -1 || !url.includes('_method', queryAt)) return url;
   const pairs = webobQueryPairs(url.slice(queryAt + 1)).map(([name, value]): [string, string] => [name, name === '_method' ? method : value]);
-  return `${url.slice(0, queryAt)}?${pairs.map(([name, value]) => `${encodeQueryBytes(name)}=${encodeQueryBytes(value)}`).join('&')}`;
+  return `${url.slice(0, queryAt)}?${spellQuery(pairs)}`;
 }
 
 /** webob's parse_qsl_text on a raw query: `&` and `;` separate, `+` is a space, pairs stay bytes (Latin-1). */
@@ -231,8 +231,10 @@ export function decodeUtf8(latin1: string): string {
   return Buffer.from(latin1, 'latin1').toString('utf8');
 }
 
-function encodeQueryBytes(bytes: string): string {
-  return encodePathBytes(bytes).replace(/%2E/g, '.');
+/** Query pairs spelled so that webob's parse gives them back unchanged. */
+function spellQuery(pairs: ReadonlyArray<[string, string]>): string {
+  const encode = (bytes: string) => encodePathBytes(bytes).replace(/%2E/g, '.');
+  return pairs.map(([name, value]) => `${encode(name)}=${encode(value)}`).join('&');
 }
 
 /**

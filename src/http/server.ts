@@ -101,6 +101,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, { rawCache, met
     return true;
   };
   const imageApi = createImageApi({ upstream, config, logger, rawCache });
+  // A bad entry stops the start here, not at the first request.
   compileTrustedProxies(config.trusted_proxies);
   const trustedProxies = config.trusted_proxies;
   const dispatch = (req: http.IncomingMessage, res: http.ServerResponse, classification: Classification) =>

@@ -330,8 +330,8 @@ interface LazyKey {
 // not accessors defined on each object, so that each costs a few words (there may be 65,536 of them).
 // The getter is not an own property: a spread or JSON.stringify of such a node leaves the text out.
 
-class LazyStringNode {
-  readonly kind = 'string' as const;
+/** The span of a value whose text stays in the body's bytes. */
+abstract class LazySpan {
   readonly #bytes: BodyBytes;
   constructor(
     readonly start: number,
@@ -342,25 +342,22 @@ class LazyStringNode {
   ) {
     this.#bytes = bytes;
   }
-  get value(): string {
-    return this.#bytes.stringAt(this.byteStart, this.byteEnd);
+  protected get bytes(): BodyBytes {
+    return this.#bytes;
   }
 }
 
-class LazyNumberNode {
-  readonly kind = 'number' as const;
-  readonly #bytes: BodyBytes;
-  constructor(
-    readonly start: number,
-    readonly end: number,
-    readonly byteStart: number,
-    readonly byteEnd: number,
-    bytes: BodyBytes,
-  ) {
-    this.#bytes = bytes;
+class LazyStringNode extends LazySpan {
+  readonly kind = 'string' as const;
+  get value(): string {
+    return this.bytes.stringAt(this.byteStart, this.byteEnd);
   }
+}
+
+class LazyNumberNode extends LazySpan {
+  readonly kind = 'number' as const;
   get text(): string {
-    return this.#bytes.slice(this.byteStart, this.byteEnd).toString('latin1');
+    return this.bytes.slice(this.byteStart, this.byteEnd).toString('latin1');
   }
 }
 
