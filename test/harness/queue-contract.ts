@@ -75,13 +75,20 @@ export function imageId(): string {
   return randomUUID();
 }
 
-/** What a handler saw: the job's fields and when it started. */
+/** Orders events in this process without the ties a millisecond clock has. */
+let eventCounter = 0;
+function nextEvent(): number {
+  return ++eventCounter;
+}
+
+/** What a handler saw: the job's fields, when it started, and its place among this process's events. */
 export interface Run extends RawCacheJob {
   startedAt: number;
+  order: number;
 }
 
 function snapshot(job: ClaimedJob): Run {
-  return { imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now() };
+  return { imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now(), order: nextEvent() };
 }
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
@@ -259,18 +266,20 @@ export function describeJobQueueContract(backend: string, fixture: () => QueueFi
         ),
       );
       const producer = await open();
+      // Recorded before enqueue is called: the broker may deliver a message before its publisher
+      // has the confirm, so a run that serves the last trigger can start before enqueue resolves.
       const lastTrigger = new Map<string, number>();
       for (let burst = 0; burst < 6; burst++) {
         for (let i = 0; i < 10; i++) {
           const id = images[(burst * 10 + i) % images.length];
+          lastTrigger.set(id, nextEvent());
           await producer.enqueue(id, i % 2 === 0 ? 'upload' : 'update');
-          lastTrigger.set(id, Date.now());
         }
         await sleep(40);
       }
       // No trigger is lost: each image has a run that started after its last trigger was recorded.
       await waitUntil(
-        () => images.every((id) => runs.some((r) => r.imageId === id && r.startedAt >= lastTrigger.get(id)!)),
+        () => images.every((id) => runs.some((r) => r.imageId === id && r.order > lastTrigger.get(id)!)),
         15_000,
         'a run after the last trigger of every image',
       );
