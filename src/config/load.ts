@@ -49,6 +49,9 @@ export interface RawCacheConfig {
     max_attempts: number;
     retry_base_seconds: number;
     retry_max_seconds: number;
+    step_timeout_seconds: number;
+    stall_timeout_seconds: number;
+    data_wait_seconds: number;
     reconcile_interval_seconds: number;
     stuck_after_seconds: number;
   };

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { StepWatch, type StepLimits } from './deadline';
 
 /**
  * Runs the external tools of the raw cache (qemu-img, rbd, ceph) with an AbortSignal, a wall-clock
@@ -13,6 +14,12 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Bytes of stdout kept (default 64 MiB); more fails the run: the output is not what we expect. */
   maxStdout?: number;
+  /**
+   * A deadline and stall limit for long commands (convert, import, export): any output on stdout or
+   * stderr counts as progress (run the tool with its progress option). Past a limit the command is
+   * killed and the run rejects with a DeadlineError.
+   */
+  limits?: StepLimits;
 }
 
 export interface RunResult {
@@ -53,6 +60,7 @@ export function runCommand(command: string, args: readonly string[], options: Ru
   const { signal } = options;
   const display = command.split('/').pop() ?? command;
   if (signal?.aborted) return Promise.reject(new CommandAbortedError(display, signal.reason));
+  const watch = options.limits ? new StepWatch(display, options.limits) : undefined;
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     const maxStdout = options.maxStdout ?? DEFAULT_MAX_STDOUT;
@@ -65,6 +73,7 @@ export function runCommand(command: string, args: readonly string[], options: Ru
     let aborted = false;
 
     child.stdout.on('data', (chunk: Buffer) => {
+      watch?.progress();
       stdoutBytes += chunk.length;
       if (stdoutBytes > maxStdout) {
         stdoutOverflow = true;
@@ -74,6 +83,7 @@ export function runCommand(command: string, args: readonly string[], options: Ru
       stdout.push(chunk);
     });
     child.stderr.on('data', (chunk: Buffer) => {
+      watch?.progress();
       if (stderrBytes >= STDERR_KEPT) return;
       const kept = chunk.subarray(0, STDERR_KEPT - stderrBytes);
       stderr.push(kept);
@@ -85,6 +95,8 @@ export function runCommand(command: string, args: readonly string[], options: Ru
       killHard(child);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    const onLimit = (): void => killHard(child);
+    watch?.signal.addEventListener('abort', onLimit, { once: true });
     const timer =
       options.timeoutMs === undefined
         ? undefined
@@ -96,6 +108,8 @@ export function runCommand(command: string, args: readonly string[], options: Ru
     const finish = (): void => {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
+      watch?.stop();
+      watch?.signal.removeEventListener('abort', onLimit);
     };
     child.once('error', (error: NodeJS.ErrnoException) => {
       finish();
@@ -107,6 +121,10 @@ export function runCommand(command: string, args: readonly string[], options: Ru
       finish();
       if (aborted) {
         reject(new CommandAbortedError(display, signal?.reason));
+        return;
+      }
+      if (watch?.signal.aborted) {
+        reject(watch.signal.reason);
         return;
       }
       if (stdoutOverflow) {

@@ -5,6 +5,7 @@ import { createServiceAuth } from '../auth/keystone';
 import type { Logger } from '../ops/log';
 import { GlanceClient } from './glance-client';
 import { createJobQueue } from './queue';
+import { backoffMs, retrySettingsOf } from './retry';
 import { RbdRawCopyTarget, createRawCopyTarget } from './targets';
 import type { JobQueue, RawCopyTarget } from './types';
 
@@ -23,10 +24,8 @@ export function glanceUrlFor(config: ProxyConfig): string {
 }
 
 export async function openQueue(config: ProxyConfig, logger: Logger): Promise<JobQueue> {
-  const { retry_base_seconds, retry_max_seconds } = config.rawcache.worker;
-  return createJobQueue(config.rawcache.queue, logger, {
-    retryDelayMs: (attempts) => Math.min(retry_max_seconds, retry_base_seconds * 2 ** attempts) * 1000,
-  });
+  const retry = retrySettingsOf(config.rawcache.worker);
+  return createJobQueue(config.rawcache.queue, logger, { retryDelayMs: (attempts) => backoffMs(attempts, retry) });
 }
 
 /**

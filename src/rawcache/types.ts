@@ -1,3 +1,5 @@
+import type { StepLimits } from './deadline';
+
 /**
  * The raw-cache pipeline's shared vocabulary: trigger -> durable queue -> worker -> Glance.
  * Nothing here imports the HTTP server; the proxy only enqueues.
@@ -25,8 +27,32 @@ export interface RetryOptions {
   countAttempt?: boolean;
 }
 
+/**
+ * The fence of a claimed job: a conversion runs only while its holder still owns the job. The queue
+ * aborts `signal` as soon as it learns the job is no longer this worker's (an SQLite lease another
+ * worker took or that could not be renewed in time, a RabbitMQ channel or connection that closed, so
+ * that the broker delivers the job again), and `confirmOwnership()` checks it live, with a round trip
+ * to the queue, before each irreversible step.
+ */
+export interface JobOwnership {
+  /** Unique per claim, across processes and hosts: names the claim's partial outputs. */
+  readonly claimId: string;
+  /** Aborts (with an OwnershipLostError) when the job stops being this worker's. */
+  readonly signal: AbortSignal;
+  /** Resolves when the queue confirmed, just now, that the job is still this worker's; otherwise aborts `signal` and rejects with OwnershipLostError. */
+  confirmOwnership(): Promise<void>;
+}
+
+/** The job is no longer this worker's: stop, and write nothing more for it. */
+export class OwnershipLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OwnershipLostError';
+  }
+}
+
 /** A job handed to one worker; exactly one of the three settles it. */
-export interface ClaimedJob extends RawCacheJob {
+export interface ClaimedJob extends RawCacheJob, JobOwnership {
   /** Done. A trigger for the same image that arrived while it ran makes it come back. */
   complete(): Promise<void>;
   /** Run again after `delayMs`, with `attempts` + 1 (transient failure) unless told not to count it. */
@@ -54,7 +80,8 @@ export interface QueueHealth {
  * Guarantees every implementation gives:
  * - `enqueue` resolves only once the job is durable (committed / confirmed by the broker);
  * - a job is delivered again if the worker holding it dies (lease expiry / unacked redelivery);
- * - never two jobs for one image at once, across every worker process sharing the queue;
+ * - never two jobs for one image at once, across every worker process sharing the queue, and a
+ *   claim that loses the job is told (its `signal` aborts, `confirmOwnership` rejects);
  * - a handler that throws counts as `retry` with the queue's default backoff.
  */
 export interface JobQueue {
@@ -68,6 +95,21 @@ export interface JobQueue {
   close(): Promise<void>;
 }
 
+/** What a target converts: a verified local file, the limits of the conversion, and the fence. */
+export interface CopySource {
+  path: string;
+  /** qemu-img's name of the format. */
+  format: string;
+  virtualSize: number;
+  /** Deadline and stall limit of the conversion. */
+  limits?: StepLimits;
+  /**
+   * The fence: called right before the copy is committed under its final name (rename, snapshot);
+   * rejects when the job is no longer this worker's, and the write then removes its partial.
+   */
+  commit?: () => Promise<void>;
+}
+
 /** Where raw copies live: computed from the image id alone, never from an image property. */
 export interface RawCopyTarget {
   readonly kind: 'file' | 'rbd';
@@ -78,7 +120,7 @@ export interface RawCopyTarget {
    * copy of `imageId`. Partial output is removed when it fails or `signal` aborts. Resolves with
    * the copy's size in bytes.
    */
-  write(imageId: string, source: { path: string; format: string; virtualSize: number }, signal: AbortSignal): Promise<{ url: string; size: number }>;
+  write(imageId: string, source: CopySource, signal: AbortSignal): Promise<{ url: string; size: number }>;
   exists(imageId: string): Promise<boolean>;
   /** Removes the copy (and anything a failed write left); succeeds when there is none. */
   remove(imageId: string): Promise<void>;

@@ -3,11 +3,14 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
+import { DeadlineError, StepWatch, type StepLimits } from './deadline';
+import { isAbortError } from './exec';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
+import { decideRetry, retrySettingsOf } from './retry';
 import { fetchVerifiedSource, rbdExportReader } from './source';
 import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
-import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
+import { OwnershipLostError, RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
 /** How often an import still running is looked at again (it does not count as a failure). */
 const DATA_PENDING_RECHECK_MS = 3_000;
@@ -35,6 +38,15 @@ class Cancelled extends Error {
   }
 }
 
+/** The error an aborted step stands for: the abort's reason when it is one of ours. */
+function causeOf(err: unknown): unknown {
+  if (isAbortError(err)) {
+    const cause = (err as Error).cause;
+    if (cause instanceof Cancelled || cause instanceof DeadlineError || cause instanceof OwnershipLostError) return cause;
+  }
+  return err;
+}
+
 interface RbdLocation { pool: string; image: string; snap: string }
 
 /** `rbd://<fsid>/<pool>/<image>/<snap>`, as Glance's rbd store writes image locations. */
@@ -50,6 +62,12 @@ export function rbdLocationOf(image: CachedImage): RbdLocation | undefined {
 /**
  * Runs raw-cache jobs: for each image it reads what Glance shows now and makes the raw copy match
  * (convert, remove, or nothing), recording the state on the image with the worker's own identity.
+ *
+ * Every step that cannot be taken back (recording a state on the image, committing or removing a
+ * copy) runs only after the queue confirmed, just then, that the job is still this worker's; a job
+ * the queue takes away mid-way aborts the conversion, which removes its own partial output and
+ * writes nothing more. Every failure, whatever step it comes from, is settled in one place
+ * (settleFailure) by the one retry policy (retry.ts).
  */
 export class RawCacheWorker {
   private readonly running = new Set<AbortController>();
@@ -71,16 +89,21 @@ export class RawCacheWorker {
   }
 
   async process(job: ClaimedJob): Promise<void> {
-    const { glance, target, logger } = this.deps;
-    const log = logger.child({ image_id: job.imageId, reason: job.reason, attempt: job.attempts + 1 });
+    const log = this.deps.logger.child({ image_id: job.imageId, reason: job.reason, attempt: job.attempts + 1 });
+    const started = Date.now();
     let image: CachedImage | undefined;
     try {
-      image = await glance.getImage(job.imageId);
+      image = await this.deps.glance.getImage(job.imageId);
+      return await this.handle(image, job, log);
     } catch (err) {
-      log.warn('cannot read the image from Glance; will retry', { error: (err as Error).message });
-      return job.retry(this.backoff(job.attempts));
+      return this.settleFailure(image, job, log, err, started);
     }
+  }
+
+  private async handle(image: CachedImage | undefined, job: ClaimedJob, log: Logger): Promise<void> {
+    const { target } = this.deps;
     if (isGone(image)) {
+      await job.confirmOwnership();
       await target.remove(job.imageId);
       log.info('image is gone; its raw copy is removed');
       return job.complete();
@@ -90,9 +113,12 @@ export class RawCacheWorker {
       if (!hasRawCacheFields(image!)) return job.complete();
       return this.removeCopy(image!, job, log);
     }
-    if (isDataPending(image!)) return job.retry(DATA_PENDING_RECHECK_MS, { countAttempt: false });
+    if (isDataPending(image!)) return this.waitForData(image!, job, log);
     if (image!.status !== 'active') return job.complete();
-    if (isAlreadyRaw(image!)) return this.recordOwnData(image!, job);
+    if (isAlreadyRaw(image!)) {
+      await job.confirmOwnership();
+      return this.recordOwnData(image!, job);
+    }
     if (image!.cache_raw_status === 'Error' && job.reason !== 'operator' && job.reason !== 'update') return job.complete();
     if (image!.cache_raw_status === 'Cached' && image!.cache_raw_url === target.urlFor(image!.id) && (await target.exists(image!.id))) {
       return job.complete();
@@ -100,7 +126,26 @@ export class RawCacheWorker {
     return this.convert(image!, job, log);
   }
 
+  /**
+   * An upload or import still running: looked at again later without using up an attempt, for at
+   * most data_wait_seconds after the trigger. Then the job ends; the reconciler's sweep queues the
+   * image again once it is active (an upload through the proxy triggers on its own when it ends).
+   */
+  private waitForData(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
+    const waitedMs = Date.now() - Date.parse(job.enqueuedAt);
+    const limitMs = this.deps.config.worker.data_wait_seconds * 1000;
+    if (waitedMs >= limitMs) {
+      log.warn('image data still not there; the job ends and the sweep queues the image again once it is active', {
+        status: image.status,
+        waited_s: Math.round(waitedMs / 1000),
+      });
+      return job.complete();
+    }
+    return job.retry(Math.min(DATA_PENDING_RECHECK_MS, limitMs - waitedMs), { countAttempt: false });
+  }
+
   private async removeCopy(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
+    await job.confirmOwnership();
     await this.deps.target.remove(image.id);
     await this.deps.glance.updateProperties(image, {}, RAW_CACHE_FIELDS);
     log.info('cache_raw is off: raw copy and fields removed');
@@ -122,10 +167,20 @@ export class RawCacheWorker {
     return job.complete();
   }
 
+  /** The limits of one long step (download, convert, import): rawcache.worker's timeouts. */
+  private stepLimits(): StepLimits {
+    const { step_timeout_seconds, stall_timeout_seconds } = this.deps.config.worker;
+    return { timeoutMs: step_timeout_seconds * 1000, stallMs: stall_timeout_seconds * 1000 };
+  }
+
   private async convert(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
     const { glance, target, config } = this.deps;
     const started = Date.now();
     const controller = new AbortController();
+    // The fence: a job the queue takes away stops the conversion at once.
+    const onLost = (): void => controller.abort(job.signal.reason);
+    if (job.signal.aborted) onLost();
+    else job.signal.addEventListener('abort', onLost, { once: true });
     this.running.add(controller);
     const watch = setInterval(() => {
       glance.getImage(image.id).then(
@@ -138,6 +193,7 @@ export class RawCacheWorker {
     }, WATCH_INTERVAL_MS);
     let sourcePath: string | undefined;
     try {
+      await job.confirmOwnership();
       // Caching already: a run before this one died mid-way; start from a clean target and work dir.
       if (image.cache_raw_status === 'Caching') {
         await target.remove(image.id);
@@ -145,29 +201,59 @@ export class RawCacheWorker {
       }
       let current = await glance.updateProperties(image, { cache_raw_status: 'Caching', cache_raw_size: '-' }, ['cache_raw_url', 'cache_raw_error']);
       log.info('converting to RAW', { disk_format: image.disk_format, size: image.size });
-      const source = await fetchVerifiedSource(
-        { imageId: image.id, checksum: image.checksum ?? null, osHashAlgo: image.os_hash_algo ?? null, osHashValue: image.os_hash_value ?? null, size: image.size ?? null },
-        () => this.openSource(image, controller.signal),
-        config.worker.work_dir,
-        controller.signal,
+      const source = await this.step('downloading the image data', controller.signal, (watch) =>
+        fetchVerifiedSource(
+          { imageId: image.id, checksum: image.checksum ?? null, osHashAlgo: image.os_hash_algo ?? null, osHashValue: image.os_hash_value ?? null, size: image.size ?? null },
+          async (signal) => {
+            const stream = await this.openSource(image, signal);
+            stream.on('data', () => watch.progress());
+            return stream;
+          },
+          config.worker.work_dir,
+          watch.signal,
+        ),
       );
       sourcePath = source.path;
-      const info = await inspectImage(source.path, String(image.disk_format), controller.signal);
-      const copy = await target.write(image.id, { path: source.path, format: info.format, virtualSize: info.virtualSize }, controller.signal);
+      const info = await this.step('inspecting the image data', controller.signal, (watch) => inspectImage(source.path, String(image.disk_format), watch.signal), false);
+      const copy = await target.write(
+        image.id,
+        { path: source.path, format: info.format, virtualSize: info.virtualSize, limits: this.stepLimits(), commit: () => job.confirmOwnership() },
+        controller.signal,
+      );
       // The work dir is cleared before the image says Cached: Cached means the worker is done with it.
       await rm(source.path, { force: true });
       sourcePath = undefined;
       current = (await glance.getImage(image.id)) ?? current;
+      await job.confirmOwnership();
       await glance.updateProperties(current, { cache_raw_status: 'Cached', cache_raw_url: copy.url, cache_raw_size: String(copy.size) }, ['cache_raw_error']);
       log.info('raw copy cached', { url: copy.url, size: copy.size, seconds: (Date.now() - started) / 1000 });
       this.deps.onConversion?.('cached', (Date.now() - started) / 1000);
       await job.complete();
     } catch (err) {
-      await this.settleFailure(image, job, log, controller.signal.aborted ? controller.signal.reason : err, started);
+      throw controller.signal.aborted && !(causeOf(err) instanceof DeadlineError) ? controller.signal.reason : err;
     } finally {
       clearInterval(watch);
+      job.signal.removeEventListener('abort', onLost);
       this.running.delete(controller);
       if (sourcePath) await rm(sourcePath, { force: true });
+    }
+  }
+
+  /**
+   * Runs one step under its limits (rawcache.worker.step_timeout_seconds; and, for steps that
+   * report progress, stall_timeout_seconds).
+   */
+  private async step<T>(what: string, parent: AbortSignal, work: (watch: StepWatch) => Promise<T>, reportsProgress = true): Promise<T> {
+    const limits = this.stepLimits();
+    const watch = new StepWatch(what, reportsProgress ? limits : { timeoutMs: limits.timeoutMs }, parent);
+    try {
+      return await work(watch);
+    } catch (err) {
+      const reason: unknown = watch.signal.reason;
+      if (watch.signal.aborted && reason instanceof DeadlineError) throw reason;
+      throw err;
+    } finally {
+      watch.stop();
     }
   }
 
@@ -189,10 +275,21 @@ export class RawCacheWorker {
     return this.deps.glance.download(image.id, signal);
   }
 
-  private async settleFailure(image: CachedImage, job: ClaimedJob, log: Logger, err: unknown, started: number): Promise<void> {
-    const { glance, target, config } = this.deps;
+  /**
+   * The one place a failed job is settled, whatever step failed: a job this worker no longer owns
+   * is left alone; a cancelled one starts over from the top; everything else is retried with the
+   * retry policy's backoff until max_attempts, then recorded as Error with what to do about it.
+   */
+  private async settleFailure(image: CachedImage | undefined, job: ClaimedJob, log: Logger, failure: unknown, started: number): Promise<void> {
+    const { glance, config } = this.deps;
+    const err = causeOf(failure);
     const seconds = (Date.now() - started) / 1000;
-    await target.remove(image.id).catch((e: Error) => log.warn('could not remove a partial raw copy', { error: e.message }));
+    if (err instanceof OwnershipLostError || job.signal.aborted) {
+      // Another worker has (or will have) the job: nothing more is written for it here.
+      log.warn('job taken away mid-way; stopped without recording anything', { error: (job.signal.reason as Error | undefined)?.message ?? (err as Error).message });
+      this.deps.onConversion?.('cancelled', seconds);
+      return job.release().catch(() => undefined);
+    }
     if (err instanceof Cancelled) {
       this.deps.onConversion?.('cancelled', seconds);
       if (err.why === 'shutdown') {
@@ -203,32 +300,55 @@ export class RawCacheWorker {
       // Once more from the top: the image is gone (nothing to record) or cache_raw is off (clear fields).
       return this.process(job);
     }
-    if (err instanceof GlanceHttpError && err.status === 404) {
+    if (err instanceof GlanceHttpError && err.status === 404 && image !== undefined) {
       log.info('image deleted during conversion');
       return job.complete();
     }
+    const message = describeFailure(err);
     const permanent = err instanceof RawCacheError && err.permanent;
-    const lastAttempt = job.attempts + 1 >= config.worker.max_attempts;
-    const message = (err as Error).message;
-    const current = (await glance.getImage(image.id).catch(() => image)) ?? image;
-    if (permanent || lastAttempt) {
-      const reason = permanent ? message : `The RAW copy failed ${job.attempts + 1} times; last error: ${message.replace(RETRY_PROMISE, '')}`;
-      log.error('raw cache failed', { error: message, permanent });
+    const decision = decideRetry(job.attempts, permanent, retrySettingsOf(config.worker));
+    const current = image === undefined ? undefined : ((await glance.getImage(image.id).catch(() => image)) ?? image);
+    if (decision.kind === 'give-up') {
+      const reason = permanent ? message : `The RAW copy failed ${decision.attemptsMade} times; last error: ${message.replace(RETRY_PROMISE, '')}`;
+      log.error('raw cache failed', { error: message, permanent, attempts: decision.attemptsMade });
       this.deps.onConversion?.('error', seconds);
+      if (current === undefined || isGone(current)) {
+        log.error('the failure cannot be recorded on the image (Glance did not answer); the sweep looks at it again', { error: message });
+        return job.complete();
+      }
+      if (!(await this.stillOwned(job, log))) return;
       await glance
         .updateProperties(current, { cache_raw_status: 'Error', cache_raw_error: reason, cache_raw_size: '-' }, ['cache_raw_url'])
         .catch((e: Error) => log.error('could not record the error on the image', { error: e.message }));
       return job.complete();
     }
-    const delay = this.backoff(job.attempts);
-    log.warn('conversion failed; will retry', { error: message, retry_in_s: delay / 1000 });
+    log.warn('raw cache step failed; will retry', { error: message, retry_in_s: decision.delayMs / 1000 });
     this.deps.onConversion?.('retry', seconds);
-    await glance.updateProperties(current, { cache_raw_status: 'Queued', cache_raw_size: '-' }, ['cache_raw_url']).catch(() => undefined);
-    return job.retry(delay);
+    if (current !== undefined && !isGone(current) && wantsRawCopy(current) && current.cache_raw_status !== undefined && current.cache_raw_status !== 'Queued') {
+      if (!(await this.stillOwned(job, log))) return;
+      await glance.updateProperties(current, { cache_raw_status: 'Queued', cache_raw_size: '-' }, ['cache_raw_url']).catch(() => undefined);
+    }
+    return job.retry(decision.delayMs);
   }
 
-  private backoff(attempts: number): number {
-    const { retry_base_seconds, retry_max_seconds } = this.deps.config.worker;
-    return Math.min(retry_max_seconds, retry_base_seconds * 2 ** attempts) * 1000;
+  private async stillOwned(job: ClaimedJob, log: Logger): Promise<boolean> {
+    try {
+      await job.confirmOwnership();
+      return true;
+    } catch (err) {
+      log.warn('job taken away mid-way; stopped without recording anything', { error: (err as Error).message });
+      await job.release().catch(() => undefined);
+      return false;
+    }
   }
+}
+
+/** A failure as the image's owner reads it in cache_raw_error. */
+function describeFailure(err: unknown): string {
+  if (err instanceof DeadlineError) {
+    const limit = err.kind === 'stall' ? 'rawcache.worker.stall_timeout_seconds' : 'rawcache.worker.step_timeout_seconds';
+    return `${err.message}: stopped (limit ${limit}); will retry. If it keeps happening, check the link to Glance and the target's speed, or raise the limit`;
+  }
+  if (err instanceof GlanceHttpError) return `Glance answered ${err.status} to the worker: ${err.message}; will retry`;
+  return (err as Error)?.message ?? String(err);
 }

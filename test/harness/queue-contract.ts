@@ -6,7 +6,7 @@ import winston from 'winston';
 import type { RawCacheConfig } from '../../src/config/load';
 import type { Logger } from '../../src/ops/log';
 import { createJobQueue, type JobQueueOptions } from '../../src/rawcache/queue';
-import type { ClaimedJob, JobQueue, RawCacheJob } from '../../src/rawcache/types';
+import { OwnershipLostError, type ClaimedJob, type JobQueue, type RawCacheJob } from '../../src/rawcache/types';
 
 /*
  * The behaviour every JobQueue backend must show (src/rawcache/types.ts), run against each of
@@ -22,8 +22,17 @@ export interface QueueStore {
   open(options?: JobQueueOptions): Promise<JobQueue>;
 }
 
+/** A consumer whose running job the test can make the queue take away, the way production loses one. */
+export interface LosableConsumer {
+  queue: JobQueue;
+  /** SQLite: its lease runs out and another worker claims the row; RabbitMQ: its connection is cut. */
+  takeAway(): Promise<void>;
+}
+
 export interface QueueFixture {
   newStore(): QueueStore;
+  /** A queue instance on `store` whose running job `takeAway()` takes from it. */
+  openLosable(store: QueueStore): Promise<LosableConsumer>;
   /** How long a job held by a consumer that died takes to be delivered again, at most. */
   redeliveryWithinMs: number;
 }
@@ -81,13 +90,17 @@ function nextEvent(): number {
   return ++eventCounter;
 }
 
-/** What a handler saw: the job's fields, when it started, and its place among this process's events. */
+/** What a handler saw: the job's fields and when it started. */
 export interface Run extends RawCacheJob {
   startedAt: number;
+}
+
+/** A run with its place among this process's events. */
+interface OrderedRun extends Run {
   order: number;
 }
 
-function snapshot(job: ClaimedJob): Run {
+function snapshot(job: ClaimedJob): OrderedRun {
   return { imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now(), order: nextEvent() };
 }
 
@@ -246,7 +259,7 @@ export function describeJobQueueContract(backend: string, fixture: () => QueueFi
       const images = Array.from({ length: 4 }, imageId);
       const active = new Set<string>();
       const overlaps: string[] = [];
-      const runs: Array<Run & { consumer: number }> = [];
+      const runs: Array<OrderedRun & { consumer: number }> = [];
       const running = [0, 0, 0];
       let mostAtOnce = 0;
       const consumers = await Promise.all([open(), open(), open()]);
@@ -287,6 +300,54 @@ export function describeJobQueueContract(backend: string, fixture: () => QueueFi
       expect(overlaps).toEqual([]);
       expect(mostAtOnce).toBeLessThanOrEqual(3);
       expect(runs.length).toBeGreaterThanOrEqual(images.length);
+    });
+
+    it('aborts a handler whose job the queue took away, refuses its ownership checks, and runs the job elsewhere', async () => {
+      const losable = await fixture().openLosable(store);
+      opened.push(losable.queue);
+      const id = imageId();
+      await losable.queue.enqueue(id, 'upload');
+      let held: ClaimedJob | undefined;
+      const lost = new Promise<void>((resolve) => {
+        void losable.queue.consume(async (job) => {
+          held = job;
+          await new Promise<void>((aborted) => job.signal.addEventListener('abort', () => aborted(), { once: true }));
+          resolve();
+          await job.release().catch(() => undefined);
+        }, { concurrency: 1 });
+      });
+      await waitUntil(() => held !== undefined, 10_000, 'the job to be claimed');
+      expect(held!.claimId).toMatch(/^[A-Za-z0-9-]+\.\d+\.[0-9a-f]+\.\d+$/);
+      await held!.confirmOwnership();
+      expect(held!.signal.aborted).toBe(false);
+
+      const other = await open();
+      const runs: Run[] = [];
+      await other.consume(async (job) => {
+        runs.push(snapshot(job));
+        await job.confirmOwnership();
+        await job.complete();
+      }, { concurrency: 1 });
+      await losable.takeAway();
+      await lost;
+      expect(held!.signal.reason).toBeInstanceOf(OwnershipLostError);
+      await expect(held!.confirmOwnership()).rejects.toBeInstanceOf(OwnershipLostError);
+      await waitUntil(() => runs.length === 1, fixture().redeliveryWithinMs + 5_000, 'the job to run on the other consumer');
+      expect(runs[0].imageId).toBe(id);
+    });
+
+    it('runs jobs under the canonical (lower-case) image id, whatever case the trigger used', async () => {
+      const queue = await open();
+      const id = imageId();
+      await queue.enqueue(id.toUpperCase(), 'upload');
+      await queue.enqueue(id, 'update');
+      const runs: Run[] = [];
+      await queue.consume(async (job) => {
+        runs.push(snapshot(job));
+        await job.complete();
+      }, { concurrency: 2 });
+      await waitUntil(async () => runs.length >= 1 && (await queue.health()).depth === 0, 5_000, 'the jobs to run');
+      expect(new Set(runs.map((r) => r.imageId))).toEqual(new Set([id]));
     });
 
     it('runs at most `concurrency` handlers at once in one consumer', async () => {

@@ -32,6 +32,17 @@ describeJobQueueContract('amqp', () => ({
     const config = amqpConfig();
     return { config, open: (options) => createJobQueue(config, recordingLogger().logger, options) };
   },
+  openLosable: async (store) => {
+    // Through a relay: cutting it is a network cut between this worker and the broker.
+    const relay = await startAmqpRelay(rabbit.port);
+    const queue = await createJobQueue({ ...store.config, amqp_url: relay.url }, recordingLogger().logger);
+    const close = queue.close.bind(queue);
+    queue.close = async () => {
+      await close();
+      await relay.close();
+    };
+    return { queue, takeAway: () => relay.close() };
+  },
   // The kernel closes a killed process's socket: the broker requeues its jobs at once.
   redeliveryWithinMs: 5_000,
 }));

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, makeQcow2WithBackingFile, rawSha256Of, sha256File } from '../harness/images';
@@ -19,6 +20,10 @@ import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 
 const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits for a condition (the test's own timeout bounds it). */
+const until = async (condition: () => boolean) => {
+  while (!condition()) await sleep(20);
+};
 
 describe('raw cache with the file store and the SQLite queue', () => {
   let glance: RunningGlance;
@@ -192,6 +197,30 @@ describe('raw cache with the file store and the SQLite queue', () => {
     expect(await cli('cache', 'retry', failed)).toEqual({ id: failed, queued: true });
     const again = await waitForImage(failed, (i) => i.updated_at !== before && i.cache_raw_status === 'Error', 60_000, false);
     expect(again.cache_raw_error).toBe(errors.find((e) => e.id === failed)!.cache_raw_error);
+  });
+
+  it('stops a conversion whose job another worker took over: its partial goes and nothing is recorded', async () => {
+    await stopWorkers();
+    const id = await create({ name: 'fenced', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'fenced.qcow2', 1024, 256));
+    const queue = new Database(join(dir, 'queue.sqlite'));
+    try {
+      const worker = await startAWorker();
+      // Converting: its partial copy is there.
+      await until(() => leftovers().some((name) => name.startsWith(id)));
+      // Its lease ran out (a stalled process) and another worker, alive and renewing, claimed the job.
+      queue.prepare("UPDATE jobs SET lease_owner = 'another-host:1:0:1', lease_until = @until WHERE image_id = @id").run({ id, until: Date.now() + 3_600_000 });
+      await until(() => worker.logs().includes('job taken away mid-way'));
+      await until(() => !leftovers().some((name) => name.startsWith(id)));
+      expect(existsSync(copyPath(id))).toBe(false);
+      expect((await direct.get(`/v2/images/${id}`)).json()).toMatchObject({ cache_raw_status: 'Caching', cache_raw_size: '-' });
+      // That other worker died in turn: its lease runs out, and this worker finishes the job.
+      queue.prepare('UPDATE jobs SET lease_until = 0 WHERE image_id = @id').run({ id });
+      await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(statSync(copyPath(id)).size).toBe(1024 * 1024 * 1024);
+    } finally {
+      queue.close();
+    }
   });
 
   it('finds, with the sweep, an image whose trigger was never recorded (uploaded around the proxy)', async () => {

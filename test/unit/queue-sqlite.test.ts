@@ -36,6 +36,18 @@ describeJobQueueContract('sqlite', () => ({
     const config = sqliteConfig();
     return { config, open: (options) => createJobQueue(config, recordingLogger().logger, options) };
   },
+  openLosable: async (store) => ({
+    queue: await store.open(),
+    // Its lease ran out (a stalled process) and another worker claimed the row.
+    takeAway: async () => {
+      const db = new Database(store.config.sqlite_path);
+      try {
+        db.prepare("UPDATE jobs SET lease_owner = 'another-host:1:0:1', lease_until = 0").run();
+      } finally {
+        db.close();
+      }
+    },
+  }),
   // Lease of 1 s, renewed every third; a poll every 250 ms.
   redeliveryWithinMs: 3_000,
 }));

@@ -3,10 +3,11 @@ import { hostname } from 'node:os';
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
 import { ConfigError, type RawCacheConfig } from '../../config/load';
 import type { Logger } from '../../ops/log';
-import type { ClaimedJob, ConsumeOptions, JobQueue, QueueHealth, RawCacheJob, TriggerReason } from '../types';
+import { OwnershipLostError, type ClaimedJob, type ConsumeOptions, type JobQueue, type QueueHealth, type RawCacheJob, type TriggerReason } from '../types';
 import {
   DEFAULT_CONFIRM_TIMEOUT_MS,
   JobSettlement,
+  canonicalImageId,
   checkConsumeArguments,
   QueueUnavailableError,
   checkEnqueueArguments,
@@ -16,6 +17,7 @@ import {
   type Settlement,
 } from './common';
 import { withDeadline } from '../deadline';
+import { backoffMs } from '../retry';
 
 /*
  * The RabbitMQ job queue: proxies publish, workers on any host consume.
@@ -38,10 +40,11 @@ import { withDeadline } from '../deadline';
  *    the channel last), so a second worker cannot receive the partition while the first works;
  * 4. inside the one process that holds the partition, jobs of one image run one after the other
  *    (a second delivery waits for the first to settle; more deliveries coalesce into it).
- * The one gap is the one every lease has: if a worker's connection dies (network cut, missed
- * heartbeats) while a handler runs, the broker requeues its jobs and another worker may start
- * the image while the first is still converting. Heartbeats (15 s) bound how long a dead worker
- * holds its partitions.
+ * 5. the fence: the broker gives a job to another consumer only after the channel it was delivered
+ *    on closed. So a handler's ownership lasts exactly as long as that channel: when it or its
+ *    connection closes (or a heartbeat round trip on it fails), the running handlers are aborted;
+ *    before each irreversible step a handler proves the channel still open with a round trip
+ *    (confirmOwnership). Heartbeats (15 s) bound how long a dead worker holds its partitions.
  *
  * RabbitMQ has no in-place coalescing: triggers for one image are separate messages. A worker
  * merges those it holds at once (the oldest message carries the merged job, the others are
@@ -96,7 +99,7 @@ function parseJob(content: Buffer): RawCacheJob {
   if (!isTriggerReason(value.reason)) throw new Error(`unknown reason ${JSON.stringify(value.reason)}`);
   const attempts = Number.isInteger(value.attempts) && (value.attempts as number) >= 0 ? (value.attempts as number) : 0;
   const enqueuedAt = typeof value.enqueuedAt === 'string' && !Number.isNaN(Date.parse(value.enqueuedAt)) ? value.enqueuedAt : new Date().toISOString();
-  return { imageId: value.imageId, reason: value.reason, attempts, enqueuedAt };
+  return { imageId: canonicalImageId(value.imageId), reason: value.reason, attempts, enqueuedAt };
 }
 
 /** Two triggers for one image as one job: the earliest enqueuedAt, the latest reason, attempts from 0. */
@@ -148,6 +151,8 @@ interface Delivery {
   channel: Channel;
   message: ConsumeMessage;
   job: RawCacheJob;
+  /** Set once its handler runs: the claim's fence. */
+  settlement?: JobSettlement;
 }
 
 /** The jobs of one image this process holds: at most one running and one waiting (which absorbs the others). */
@@ -187,6 +192,7 @@ export class AmqpJobQueue implements JobQueue {
   private readonly images = new Map<string, ImageSlot>();
   private readonly inFlight = new Set<Promise<void>>();
   private closing = false;
+  private fenceTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly config: RawCacheConfig['queue'],
@@ -232,8 +238,8 @@ export class AmqpJobQueue implements JobQueue {
    * buffering: a job held in this process's memory would not be durable), when the broker nacks
    * it or has no queue to route it to, or when no confirm comes within the confirm timeout.
    */
-  async enqueue(imageId: string, reason: TriggerReason): Promise<void> {
-    checkEnqueueArguments(imageId, reason);
+  async enqueue(id: string, reason: TriggerReason): Promise<void> {
+    const imageId = checkEnqueueArguments(id, reason);
     if (this.closing) throw new QueueUnavailableError('raw-cache queue is closed');
     const job: RawCacheJob = { imageId, reason, attempts: 0, enqueuedAt: new Date().toISOString() };
     try {
@@ -317,6 +323,8 @@ export class AmqpJobQueue implements JobQueue {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     await this.stopConsuming();
+    clearInterval(this.fenceTimer);
+    this.fenceTimer = undefined;
     const connection = this.connection;
     this.connection = undefined;
     this.publisher = undefined;
@@ -385,8 +393,7 @@ export class AmqpJobQueue implements JobQueue {
   private scheduleReconnect(): void {
     if (this.closing || this.reconnectTimer) return;
     const attempt = ++this.reconnectAttempt;
-    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_INITIAL_MS * 2 ** (attempt - 1));
-    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    const delay = backoffMs(attempt - 1, { baseMs: RECONNECT_INITIAL_MS, maxMs: RECONNECT_MAX_MS }, 0.2);
     const level = attempt === 1 || attempt % 10 === 0 ? 'warn' : 'debug';
     this.logger.log(level, 'raw-cache queue: RabbitMQ unreachable; retrying', {
       broker: this.where,
@@ -410,9 +417,11 @@ export class AmqpJobQueue implements JobQueue {
     this.lastError = err?.message ?? 'connection closed';
     if (this.closing) return;
     this.logger.warn('raw-cache queue: lost the connection to RabbitMQ; reconnecting', { broker: this.where, error: this.lastError });
-    // Jobs delivered on that connection and not started are back in their queues.
+    // Jobs delivered on that connection and not started are back in their queues; the running ones
+    // will be delivered again too, so they are no longer this worker's.
     for (const [imageId, slot] of this.images) {
       slot.waiting = undefined;
+      slot.running?.settlement?.lose(`the connection to RabbitMQ closed (${this.lastError})`);
       if (!slot.running) this.images.delete(imageId);
     }
     this.scheduleReconnect();
@@ -424,6 +433,7 @@ export class AmqpJobQueue implements JobQueue {
       this.lastError = err.message;
     });
     channel.on('close', () => {
+      this.loseJobsOf(channel, `the RabbitMQ channel it came on closed (${this.lastError || 'closed'})`);
       if (!isCurrent() || this.closing) return;
       this.logger.warn('raw-cache queue: RabbitMQ closed a channel; reconnecting', { broker: this.where, error: this.lastError });
       void closeConnection(connection);
@@ -607,7 +617,13 @@ export class AmqpJobQueue implements JobQueue {
       const delivery = slot.waiting;
       slot.waiting = undefined;
       slot.running = delivery;
-      const settlement = new JobSettlement(delivery.job, (s) => this.settle(delivery, s));
+      const settlement = new JobSettlement(
+        delivery.job,
+        (s) => this.settle(delivery, s),
+        () => this.confirmChannel(delivery.channel),
+      );
+      delivery.settlement = settlement;
+      this.armFence();
       const done: Promise<void> = settlement.run(this.handler, this.retryDelayMs, this.logger).finally(() => {
         this.inFlight.delete(done);
         slot.running = undefined;
@@ -647,6 +663,49 @@ export class AmqpJobQueue implements JobQueue {
     }
     // Confirmed first, acked second: a crash in between runs the job twice, never zero times.
     acknowledge(() => channel.ack(message));
+  }
+
+  /** Aborts the handlers of the jobs delivered on `channel`: the broker delivers them again. */
+  private loseJobsOf(channel: Channel, why: string): void {
+    for (const slot of this.images.values()) {
+      if (slot.running?.channel === channel) slot.running.settlement?.lose(why);
+    }
+  }
+
+  /**
+   * Proves `channel` open with a round trip (basic.qos with the prefetch it already has, which
+   * changes nothing): while it is open, the broker gives its unacked jobs to nobody else.
+   */
+  private async confirmChannel(channel: Channel): Promise<void> {
+    if (this.consumer !== channel) throw new OwnershipLostError('the RabbitMQ channel it came on is closed');
+    await withDeadline(channel.prefetch(this.concurrency, true), HEALTH_TIMEOUT_MS, () => new OwnershipLostError(`RabbitMQ did not answer on its channel within ${HEALTH_TIMEOUT_MS} ms`));
+    if (this.consumer !== channel) throw new OwnershipLostError('the RabbitMQ channel it came on is closed');
+  }
+
+  /**
+   * While handlers run, the consumer channel is checked every third of the heartbeat: a broker
+   * that stopped answering on it loses the connection (and the handlers their jobs) now, rather
+   * than when the handlers next confirm.
+   */
+  private armFence(): void {
+    if (this.fenceTimer) return;
+    this.fenceTimer = setInterval(() => {
+      const channel = this.consumer;
+      const running = [...this.images.values()].some((slot) => slot.running !== undefined);
+      if (!running) {
+        clearInterval(this.fenceTimer);
+        this.fenceTimer = undefined;
+        return;
+      }
+      if (!channel) return;
+      this.confirmChannel(channel).catch((err: Error) => {
+        this.logger.warn('raw-cache queue: RabbitMQ does not answer on the consumer channel; dropping the connection', { broker: this.where, error: err.message });
+        this.loseJobsOf(channel, err.message);
+        const connection = this.connection;
+        if (connection && this.consumer === channel) abandon(connection, err.message);
+      });
+    }, (HEARTBEAT_SECONDS * 1000) / 3);
+    this.fenceTimer.unref?.();
   }
 
   private lostJob(job: RawCacheJob, settlement: Settlement): void {

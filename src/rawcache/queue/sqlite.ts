@@ -5,7 +5,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { RawCacheConfig } from '../../config/load';
 import type { Logger } from '../../ops/log';
-import type { ClaimedJob, ConsumeOptions, JobQueue, QueueHealth, RawCacheJob, TriggerReason } from '../types';
+import { OwnershipLostError, type ClaimedJob, type ConsumeOptions, type JobQueue, type QueueHealth, type RawCacheJob, type TriggerReason } from '../types';
 import {
   DEFAULT_POLL_INTERVAL_MS,
   JobSettlement,
@@ -63,8 +63,9 @@ interface RunningClaim {
   imageId: string;
   owner: string;
   done: Promise<void>;
-  /** Its lease was found taken by another claim (logged once). */
-  lost: boolean;
+  settlement: JobSettlement;
+  /** Until when the lease is known to be this claim's: the last successful renewal's lease_until. */
+  heldUntil: number;
   /** The handler settled the job: the row is no longer this claim's, even while the handler finishes. */
   settled: boolean;
 }
@@ -217,8 +218,8 @@ export class SqliteJobQueue implements JobQueue {
     };
   }
 
-  async enqueue(imageId: string, reason: TriggerReason): Promise<void> {
-    checkEnqueueArguments(imageId, reason);
+  async enqueue(id: string, reason: TriggerReason): Promise<void> {
+    const imageId = checkEnqueueArguments(id, reason);
     if (this.closed) throw new QueueUnavailableError('raw-cache queue is closed');
     try {
       this.statements.enqueue.run({ imageId, reason, now: Date.now() });
@@ -301,8 +302,12 @@ export class SqliteJobQueue implements JobQueue {
       attempts: row.attempts,
       enqueuedAt: new Date(row.enqueued_at).toISOString(),
     };
-    const claim: RunningClaim = { imageId: job.imageId, owner, done: Promise.resolve(), lost: false, settled: false };
-    const settlement = new JobSettlement(job, (s) => this.settle(job.imageId, owner, s).finally(() => (claim.settled = true)));
+    const settlement = new JobSettlement(
+      job,
+      (s) => this.settle(job.imageId, owner, s).finally(() => (claim.settled = true)),
+      () => this.confirmLease(claim),
+    );
+    const claim: RunningClaim = { imageId: job.imageId, owner, done: Promise.resolve(), settlement, heldUntil: Date.now() + this.leaseMs, settled: false };
     claim.done = settlement.run(this.handler!, this.retryDelayMs, this.logger).finally(() => {
       // Once settled, the job may have been claimed again (a trigger came during the run) while this
       // handler was still cleaning up: that newer claim is not this one's to drop.
@@ -338,22 +343,51 @@ export class SqliteJobQueue implements JobQueue {
     }
   }
 
+  /**
+   * The heartbeat of every running claim: extends its lease. A lease another worker took, or one
+   * that could not be renewed before it ran out (another worker may take it from then on), is lost:
+   * the claim's handler is aborted.
+   */
   private renewLeases(): void {
     if (this.running.size === 0) return;
-    const until = Date.now() + this.leaseMs;
     for (const claim of this.running.values()) {
-      if (claim.lost || claim.settled) continue;
+      if (claim.settled || claim.settlement.lost) continue;
       try {
-        const { changes } = this.statements.renew.run({ imageId: claim.imageId, owner: claim.owner, until });
-        if (changes === 0) {
-          claim.lost = true;
-          this.logger.error('raw-cache queue: job lease lost while its handler runs; another worker may run it too', {
-            image_id: claim.imageId,
-          });
-        }
+        this.renew(claim);
       } catch (err) {
-        this.logger.warn('raw-cache queue: cannot renew a job lease', { image_id: claim.imageId, error: (err as Error).message });
+        if (err instanceof OwnershipLostError) {
+          this.logger.error('raw-cache queue: job lease lost while its handler runs; the conversion is stopped', {
+            image_id: claim.imageId,
+            error: err.message,
+          });
+          claim.settlement.lose(err.message);
+        } else {
+          this.logger.warn('raw-cache queue: cannot renew a job lease', { image_id: claim.imageId, error: (err as Error).message });
+          if (Date.now() >= claim.heldUntil) {
+            claim.settlement.lose(`its lease ran out at ${new Date(claim.heldUntil).toISOString()} without a renewal (${(err as Error).message})`);
+          }
+        }
       }
+    }
+  }
+
+  /** Extends the claim's lease, proving the row is still this claim's; throws OwnershipLostError when it is not. */
+  private renew(claim: RunningClaim): void {
+    const until = Date.now() + this.leaseMs;
+    const { changes } = this.statements.renew.run({ imageId: claim.imageId, owner: claim.owner, until });
+    if (changes === 0) throw new OwnershipLostError('another worker holds its lease now');
+    claim.heldUntil = until;
+  }
+
+  /** The live check before an irreversible step: a renewal that must succeed now. */
+  private async confirmLease(claim: RunningClaim): Promise<void> {
+    if (claim.settled) throw new OwnershipLostError('the job was settled');
+    try {
+      this.renew(claim);
+    } catch (err) {
+      if (err instanceof OwnershipLostError) throw err;
+      // Not proven lost, but not proven held either: an irreversible step needs the proof.
+      throw new OwnershipLostError(`its lease could not be confirmed (${(err as Error).message})`);
     }
   }
 }

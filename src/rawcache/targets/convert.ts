@@ -2,15 +2,11 @@ import { stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RawCacheError } from '../types';
 import { runCommand, stderrSummary } from '../exec';
+import type { CopySource } from '../types';
 import { formatBytes } from '../source';
 
 /** A verified, inspected local image, as RawCopyTarget.write receives it. */
-export interface ConvertSource {
-  path: string;
-  /** qemu-img's name of the format, from inspectImage. */
-  format: string;
-  virtualSize: number;
-}
+export type ConvertSource = CopySource;
 
 /**
  * `qemu-img convert -f <format> -O raw <source> <destination>`. The source format is always given
@@ -18,7 +14,12 @@ export interface ConvertSource {
  * (qemu-img skips zeroes by default). `destination` is a local path or an `rbd:` spec.
  */
 export async function convertToRaw(source: ConvertSource, destination: string, signal: AbortSignal, extraArgs: readonly string[] = []): Promise<void> {
-  const result = await runCommand('qemu-img', ['convert', '-f', source.format, '-O', 'raw', ...extraArgs, source.path, destination], { signal, maxStdout: 1024 * 1024 });
+  // -p: qemu-img prints its progress at each percent, which is what the stall limit watches.
+  const result = await runCommand('qemu-img', ['convert', '-p', '-f', source.format, '-O', 'raw', ...extraArgs, source.path, destination], {
+    signal,
+    maxStdout: 4 * 1024 * 1024,
+    limits: source.limits,
+  });
   if (result.code === 0) return;
   const summary = stderrSummary(result);
   if (/No space left on device|Disk quota exceeded|EDQUOT|ENOSPC/i.test(result.stderr)) {

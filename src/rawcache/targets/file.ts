@@ -53,6 +53,7 @@ export class FileRawCopyTarget implements RawCopyTarget {
       }
       await fsyncPath(partial);
       throwIfAborted(signal, 'raw copy');
+      await source.commit?.();
       await rename(partial, finalPath);
       await fsyncPath(this.dir);
       this.logger.info('raw copy written', { imageId, url, size });

@@ -145,6 +145,7 @@ export class RbdRawCopyTarget implements RawCopyTarget {
       this.check(await this.rbd(['snap', 'create', '--no-progress', snapSpec], signal), `rbd snap create ${snapSpec}`);
       this.check(await this.rbd(['snap', 'protect', snapSpec], signal), `rbd snap protect ${snapSpec}`);
       throwIfAborted(signal, 'raw copy');
+      await source.commit?.();
       this.check(
         await this.rbd(['rename', `${this.pool}/${partialName}`, `${this.pool}/${finalName}`], signal),
         `rbd rename ${this.pool}/${partialName}`,
