@@ -322,7 +322,7 @@ export class RawCacheWorker {
         .catch((e: Error) => log.error('could not record the error on the image', { error: e.message }));
       return job.complete();
     }
-    log.warn('raw cache step failed; will retry', { error: message, retry_in_s: decision.delayMs / 1000 });
+    log.warn(image === undefined ? 'cannot read the image from Glance; will retry' : 'conversion failed; will retry', { error: message, retry_in_s: decision.delayMs / 1000 });
     this.deps.onConversion?.('retry', seconds);
     if (current !== undefined && !isGone(current) && wantsRawCopy(current) && current.cache_raw_status !== undefined && current.cache_raw_status !== 'Queued') {
       if (!(await this.stillOwned(job, log))) return;
