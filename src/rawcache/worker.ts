@@ -347,7 +347,7 @@ export class RawCacheWorker {
 function describeFailure(err: unknown): string {
   if (err instanceof DeadlineError) {
     const limit = err.kind === 'stall' ? 'rawcache.worker.stall_timeout_seconds' : 'rawcache.worker.step_timeout_seconds';
-    return `${err.message}: stopped (limit ${limit}); will retry. If it keeps happening, check the link to Glance and the target's speed, or raise the limit`;
+    return `${err.message}: stopped (limit ${limit}). If it keeps happening, check the links to Glance and Ceph and the target's speed, or raise the limit; will retry`;
   }
   if (err instanceof GlanceHttpError) return `Glance answered ${err.status} to the worker: ${err.message}; will retry`;
   return (err as Error)?.message ?? String(err);
