@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type ProxyConfig } from './config/load';
-import { startLocalGlance, stackInstructions, startStackWorker, type LocalStack } from './dev/stack';
+import { assertStackServesThisHostOnly, startLocalGlance, stackInstructions, startStackWorker, type LocalStack } from './dev/stack';
 import { createProxy } from './http/server';
 import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
@@ -212,6 +212,7 @@ async function stack(argv: string[]): Promise<void> {
   let local: LocalStack | undefined;
   let stackWorker: { stop(): Promise<void> } | undefined;
   if (!config.upstream) {
+    assertStackServesThisHostOnly(config);
     process.stderr.write('No upstream Glance configured: starting a local one and a raw-cache worker...\n');
     local = await startLocalGlance(stateDir, Number(values['glance-port'] ?? 19292));
     config.upstream = local.glanceUrl;

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { ProxyConfig } from '../config/load';
+import { ConfigError, type ProxyConfig } from '../config/load';
+import { splitHostPort } from '../http/server';
 import { prepareLocalGlance, waitForGlance } from './local-glance';
 
 /**
@@ -12,6 +13,33 @@ import { prepareLocalGlance, waitForGlance } from './local-glance';
 export interface LocalStack {
   glanceUrl: string;
   stop(): Promise<void>;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses no other host can reach. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.toLowerCase();
+  if (name === 'localhost' || name === '::1' || name === '0:0:0:0:0:0:0:1') return true;
+  const v4 = /^(?:::ffff:)?127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(name);
+  return v4 !== null && v4.slice(1).every((octet) => Number(octet) <= 255);
+}
+
+/**
+ * The local development Glance takes every caller for an admin of a test project (its paste
+ * pipeline stands in for Keystone): a stack that starts one serves this host only.
+ */
+export function assertStackServesThisHostOnly(config: Pick<ProxyConfig, 'listen' | 'metrics'>): void {
+  const listeners = [
+    ['listen', config.listen],
+    ['metrics.listen', config.metrics.listen],
+    ['metrics.worker_listen', config.metrics.worker_listen],
+  ] as const;
+  for (const [what, address] of listeners) {
+    if (address !== null && !isLoopbackHost(splitHostPort(address).host)) {
+      throw new ConfigError(
+        `config: ${what} ${address} is not a loopback address: the local development Glance treats every caller as an admin, so the stack serves this host only; configure an upstream Glance to listen elsewhere`,
+      );
+    }
+  }
 }
 
 export async function startLocalGlance(stateDir: string, port: number): Promise<LocalStack> {
