@@ -51,6 +51,10 @@ describe("a Ceph pool's room", () => {
     expect(roomInPool(df, { quota_max_bytes: 1024 ** 4 }, 'images')).toEqual({ free: 8126851584, limitedBy: 'MAX AVAIL in ceph df detail' });
   });
 
+  test("falls back to the quota ceph df detail shows when get-quota gave nothing", () => {
+    expect(roomInPool(json('ceph-df-detail.json'), undefined, 'images')).toEqual({ free: 100 * MiB - 33554505, limitedBy: 'what its quota of 100.0 MiB leaves' });
+  });
+
   test('is none left when the pool stores more than its quota', () => {
     expect(roomInPool(json('ceph-df-detail.json'), { quota_max_bytes: MiB }, 'images')).toMatchObject({ free: 0 });
   });

@@ -5,8 +5,8 @@ import { dirname, join } from 'node:path';
 import type { Logger } from '../../ops/log';
 import { runCommand, stderrSummary, throwIfAborted, type RunResult } from '../exec';
 import { RawCacheError, type RawCopyTarget } from '../types';
-import { convertToRaw, ensureRoom, ensureWorkDirRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
 import { formatBytes } from '../source';
+import { convertToRaw, ensureRoom, ensureWorkDirRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
 import { assertImageId, idsFromNames, rbdNames } from './names';
 
 /**
@@ -133,7 +133,7 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     await this.removeImage(partialName, true);
     // Nothing is written before the copy is known to fit: in the pool, and (rbd import) in the work dir.
     const measure = await measureRawCopyWithin(source, this.limits, signal);
-    ensureRoom(await this.poolRoom(), measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
+    ensureRoom(await this.poolRoom('warn'), measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
     const throughQemu = await this.writesThroughQemu();
     if (!throughQemu) ensureWorkDirRoom(await filesystemFreeBytes(dirname(source.path)), measure, dirname(source.path));
 
@@ -204,26 +204,32 @@ export class RbdRawCopyTarget implements RawCopyTarget {
 
   /** What the space check before each write sees: the pool's room from Ceph (see poolRoom). */
   async freeBytes(): Promise<number | undefined> {
-    return (await this.poolRoom())?.free;
+    return (await this.poolRoom('debug'))?.free;
   }
 
   /**
    * The pool's MAX AVAIL (`ceph df detail`), lowered to what its byte quota (`ceph osd pool
-   * get-quota`) leaves; undefined when Ceph cannot tell, and then the space check is skipped.
+   * get-quota`, else df's own quota_bytes) leaves; undefined when Ceph cannot tell, and then the
+   * space check is skipped (with a log line at `level`).
    */
-  private async poolRoom(): Promise<Room | undefined> {
+  private async poolRoom(level: 'warn' | 'debug'): Promise<Room | undefined> {
     try {
       const [dfResult, quotaResult] = await Promise.all([
         this.ceph(['df', 'detail', '--format', 'json']),
         this.ceph(['osd', 'pool', 'get-quota', this.pool, '--format', 'json']),
       ]);
       const df = parseJson<unknown>(this.check(dfResult, 'ceph df detail'), 'ceph df detail');
-      const quota = parseJson<unknown>(this.check(quotaResult, `ceph osd pool get-quota ${this.pool}`), 'ceph osd pool get-quota');
+      let quota: unknown;
+      try {
+        quota = parseJson<unknown>(this.check(quotaResult, `ceph osd pool get-quota ${this.pool}`), 'ceph osd pool get-quota');
+      } catch (error) {
+        this.logger.debug("the pool's quota unknown; using the one ceph df detail shows", { pool: this.pool, error: (error as Error).message });
+      }
       const room = roomInPool(df, quota, this.pool);
-      if (room === undefined) this.logger.warn('ceph df detail has no MAX AVAIL for the pool; raw copies are written without a space check', { pool: this.pool });
+      if (room === undefined) this.logger[level]('ceph df detail shows no MAX AVAIL for the pool; raw copies are written without a space check', { pool: this.pool });
       return room;
     } catch (error) {
-      this.logger.warn('free space of the Ceph pool unknown; raw copies are written without a space check', { pool: this.pool, error: (error as Error).message });
+      this.logger[level]('free space of the Ceph pool unknown; raw copies are written without a space check', { pool: this.pool, error: (error as Error).message });
       return undefined;
     }
   }
@@ -397,20 +403,22 @@ function parseJson<T>(result: RunResult, what: string): T {
 interface PoolStats {
   max_avail?: unknown;
   stored?: unknown;
+  quota_bytes?: unknown;
 }
 
 /**
  * The room for new data in `pool`, from `ceph df detail --format json` and `ceph osd pool get-quota
- * <pool> --format json`: MAX AVAIL (already net of replication and the full ratio), lowered to
- * quota_max_bytes minus what the pool stores when a byte quota is set (the quota counts stored bytes,
- * before replication, as `stored` does). Undefined when df does not know the pool.
+ * <pool> --format json` (undefined: df's quota_bytes instead): MAX AVAIL (already net of replication
+ * and the full ratio), lowered to quota_max_bytes minus what the pool stores when a byte quota is
+ * set (the quota counts stored bytes, before replication, as `stored` does). Undefined when df does
+ * not know the pool.
  */
 export function roomInPool(df: unknown, quota: unknown, pool: string): Room | undefined {
   const pools = (df as { pools?: Array<{ name?: unknown; stats?: PoolStats }> } | null)?.pools;
   const stats = Array.isArray(pools) ? pools.find((entry) => entry?.name === pool)?.stats : undefined;
   const maxAvail = stats?.max_avail;
   if (typeof maxAvail !== 'number' || !Number.isFinite(maxAvail)) return undefined;
-  const maxBytes = (quota as { quota_max_bytes?: unknown } | null)?.quota_max_bytes;
+  const maxBytes = quota === undefined ? stats?.quota_bytes : (quota as { quota_max_bytes?: unknown } | null)?.quota_max_bytes;
   if (typeof maxBytes !== 'number' || maxBytes <= 0) return { free: maxAvail, limitedBy: 'MAX AVAIL in ceph df detail' };
   const stored = typeof stats?.stored === 'number' ? stats.stored : 0;
   const underQuota = Math.max(0, maxBytes - stored);
