@@ -42,7 +42,15 @@ export interface RawCacheConfig {
     amqp_partitions: number;
     lease_seconds: number;
   };
-  target: { kind: 'file' | 'rbd'; file_dir: string; rbd_pool: string; rbd_user: string; ceph_conf: string };
+  target: {
+    kind: 'file' | 'rbd';
+    file_dir: string;
+    rbd_pool: string;
+    rbd_user: string;
+    ceph_conf: string;
+    reserve_bytes: number;
+    max_virtual_size_bytes: number;
+  };
   worker: {
     concurrency: number;
     work_dir: string;

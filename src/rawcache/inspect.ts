@@ -283,11 +283,11 @@ function isVpcFooter(tail: Buffer): boolean {
   return tail.length === 512 && tail.subarray(0, 8).toString('latin1') === 'conectix';
 }
 
-function qemuImg(args: string[], cpuSeconds: number, wallMs: number, signal: AbortSignal): Promise<RunResult> {
+function qemuImg(args: string[], cpuSeconds: number, wallMs: number, signal: AbortSignal, maxStdout = 4 * 1024 * 1024): Promise<RunResult> {
   return runCommand(
     'prlimit',
     [`--as=${INSPECT_LIMITS.addressSpaceBytes}`, `--cpu=${cpuSeconds}`, '--', 'qemu-img', ...args],
-    { signal, timeoutMs: wallMs, maxStdout: 4 * 1024 * 1024 },
+    { signal, timeoutMs: wallMs, maxStdout },
   );
 }
 
@@ -321,6 +321,85 @@ function parseInfo(result: RunResult, declaredDiskFormat: string): QemuImgInfo {
     return parsed as QemuImgInfo;
   } catch (error) {
     throw new RawCacheError(`qemu-img info printed something that is not JSON (${(error as Error).message})`, false);
+  }
+}
+
+/** What the RAW copy of an image will be, from the image's own tables. */
+export interface RawCopyMeasure {
+  /** Bytes of the RAW copy (`qemu-img measure -O raw`): the disk's virtual size. */
+  size: number;
+  /**
+   * Bytes of guest data (`qemu-img map`: extents with data that are not zero): what the copy
+   * occupies on a thin target (a sparse file, a thin RBD image), since the conversion skips zeroes.
+   */
+  dataBytes: number;
+}
+
+/** `qemu-img map` output kept; beyond it (a very fragmented image) the copy is taken as fully allocated. */
+export const MAP_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Measures the RAW copy of an inspected LOCAL image (`format` as qemu-img names it), without
+ * writing anything: `qemu-img measure` for its size and `qemu-img map` for the guest data in it,
+ * under the same limits as inspection. A compressed qcow2 is small on disk and large as RAW: only
+ * the image's tables tell how large.
+ */
+export async function measureRawCopy(path: string, format: string, signal: AbortSignal): Promise<RawCopyMeasure> {
+  const file = resolve(path);
+  const measured = await qemuImg(['measure', '--output=json', '-f', format, '-O', 'raw', file], INSPECT_LIMITS.infoCpuSeconds, INSPECT_LIMITS.infoWallMs, signal);
+  const size = parseMeasure(expectAnswer(measured, 'measure', format, INSPECT_LIMITS.infoCpuSeconds).stdout);
+  let mapped: RunResult;
+  try {
+    mapped = await qemuImg(['map', '--output=json', '-f', format, file], INSPECT_LIMITS.checkCpuSeconds, INSPECT_LIMITS.checkWallMs, signal, MAP_OUTPUT_LIMIT_BYTES);
+  } catch (error) {
+    // Millions of extents: counting them is not worth the memory; every byte may be data.
+    if (error instanceof Error && /printed more than/.test(error.message)) return { size, dataBytes: size };
+    throw error;
+  }
+  return { size, dataBytes: Math.min(size, dataBytesOfMap(expectAnswer(mapped, 'map', format, INSPECT_LIMITS.checkCpuSeconds).stdout)) };
+}
+
+/** `required` of `qemu-img measure --output=json -O raw`: the RAW copy's size. */
+export function parseMeasure(stdout: string): number {
+  const required = parseJsonAnswer<{ required?: unknown }>(stdout, 'measure').required;
+  if (typeof required !== 'number' || !Number.isSafeInteger(required) || required < 0) {
+    throw new RawCacheError('qemu-img measure printed no usable required size', false);
+  }
+  return required;
+}
+
+/** Sum of the lengths of the extents of `qemu-img map --output=json` that hold data and are not zero. */
+export function dataBytesOfMap(stdout: string): number {
+  const extents = parseJsonAnswer<unknown>(stdout, 'map');
+  if (!Array.isArray(extents)) throw new RawCacheError('qemu-img map printed something that is not a list of extents', false);
+  let total = 0;
+  for (const extent of extents as Array<{ length?: unknown; data?: unknown; zero?: unknown }>) {
+    if (typeof extent?.length !== 'number' || !Number.isSafeInteger(extent.length) || extent.length < 0) {
+      throw new RawCacheError('qemu-img map printed an extent without a usable length', false);
+    }
+    if (extent.data === true && extent.zero !== true) total += extent.length;
+  }
+  return total;
+}
+
+function expectAnswer(result: RunResult, what: 'measure' | 'map', format: string, cpuSeconds: number): RunResult {
+  const missing = notStarted(result);
+  if (missing) throw missing;
+  if (overLimits(result)) {
+    throw new RawCacheError(
+      `qemu-img ${what} gave up on the ${format} image within its limits (${cpuSeconds} s CPU, ${INSPECT_LIMITS.addressSpaceBytes / 2 ** 20} MiB): refused as corrupt`,
+      true,
+    );
+  }
+  if (result.code !== 0) throw new RawCacheError(`the raw copy could not be measured (qemu-img ${what}: ${stderrSummary(result)}); will retry`, false);
+  return result;
+}
+
+function parseJsonAnswer<T>(stdout: string, what: string): T {
+  try {
+    return JSON.parse(stdout) as T;
+  } catch {
+    throw new RawCacheError(`qemu-img ${what} printed something that is not JSON`, false);
   }
 }
 

@@ -13,6 +13,17 @@ export function makeQcow2(dir: string, name: string, virtualMiB: number, dataMiB
   return path;
 }
 
+/**
+ * A qcow2 of `virtualMiB` whose `dataMiB` of one byte pattern (at 1 MiB) are stored compressed: a file
+ * of well under 1 MiB whose RAW copy holds all `dataMiB`.
+ */
+export function makeCompressedQcow2(dir: string, name: string, virtualMiB: number, dataMiB: number, pattern = 0x5a): string {
+  const path = join(dir, name);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${virtualMiB}M`]);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -c -q -P ${pattern} 1M ${dataMiB}M`, path]);
+  return path;
+}
+
 /** A qcow2 whose header names a backing file: a known image attack. */
 export function makeQcow2WithBackingFile(dir: string, name: string): string {
   const base = makeQcow2(dir, `${name}.base`, 16, 1);

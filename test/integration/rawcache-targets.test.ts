@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import winston from 'winston';
 import { startCeph, type CephCluster } from '../harness/ceph';
-import { sha256File, sha256OfOutput } from '../harness/images';
+import { makeCompressedQcow2, sha256File, sha256OfOutput } from '../harness/images';
 import { inspectImage, type ImageInspection } from '../../src/rawcache/inspect';
 import { FileRawCopyTarget, RbdRawCopyTarget } from '../../src/rawcache/targets';
 import { RawCacheError } from '../../src/rawcache/types';
@@ -201,6 +201,61 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       await ceph.rbd(['rm', '--no-progress', `images/volume-${id}`]);
       await target.remove(id);
       expect((await rbdLs()).filter((name) => name.includes(id))).toEqual([]);
+    });
+
+    describe('space', () => {
+      /** 40 MiB of guest data in a 64 MiB disk, stored compressed in a file of under 1 MiB. */
+      let dense: ImageInspection & { path: string };
+      beforeAll(async () => {
+        const path = makeCompressedQcow2(work, 'dense.qcow2', 64, 40);
+        dense = { path, ...(await inspectImage(path, 'qcow2', never())) };
+      });
+
+      test('refuses a copy whose guest data exceeds what the pool quota leaves, before writing anything', async () => {
+        const spare = new RbdRawCopyTarget({ pool: ceph.pool, user: ceph.user, cephConf: ceph.confPath, limits: { reserveBytes: 0 } }, logger);
+        // Below the copy's guest data whatever the pool stores already (Ceph's count of it lags by seconds).
+        await ceph.admin(['osd', 'pool', 'set-quota', ceph.pool, 'max_bytes', String(32 * MiB)]);
+        try {
+          const free = await spare.freeBytes();
+          expect(free).toBeLessThanOrEqual(32 * MiB);
+          const id = randomUUID();
+          const error = await spare.write(id, dense, never()).catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(RawCacheError);
+          expect(error).toMatchObject({
+            permanent: false,
+            message: expect.stringMatching(
+              new RegExp(`^Ceph pool images has [\\d.]+ (B|KiB|MiB) free \\(what its quota of 32\\.0 MiB leaves\\); the raw copy needs 40\\.0 MiB: 40\\.0 MiB of guest data \\(in a 64\\.0 MiB disk\\).*; will retry when space frees up$`),
+            ),
+          });
+          expect((await rbdLs()).filter((name) => name.startsWith(id))).toEqual([]);
+        } finally {
+          await ceph.admin(['osd', 'pool', 'set-quota', ceph.pool, 'max_bytes', '0']);
+        }
+      }, 120_000);
+
+      test('with rbd import, refuses when the work dir cannot hold the temporary raw file, before writing anything', async () => {
+        const small = join(work, 'small-work');
+        await mkdir(small);
+        await run('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', small]);
+        try {
+          const source = { ...dense, path: join(small, 'dense.qcow2') };
+          await copyFile(dense.path, source.path);
+          const changed = (await stat(small, { bigint: true })).mtimeNs;
+          const importing = new RbdRawCopyTarget({ pool: ceph.pool, user: ceph.user, cephConf: ceph.confPath, writeMode: 'import', limits: { reserveBytes: 0 } }, logger);
+          const id = randomUUID();
+          const error = await importing.write(id, source, never()).catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(RawCacheError);
+          expect(error).toMatchObject({
+            permanent: false,
+            message: expect.stringMatching(new RegExp(`^the work dir ${small} has [\\d.]+ MiB free; the temporary raw file for rbd import needs 296\\.0 MiB: 40\\.0 MiB of guest data plus a 256\\.0 MiB margin`)),
+          });
+          expect((await readdir(small)).sort()).toEqual(['dense.qcow2']);
+          expect((await stat(small, { bigint: true })).mtimeNs).toBe(changed);
+          expect((await rbdLs()).filter((name) => name.startsWith(id))).toEqual([]);
+        } finally {
+          await run('umount', [small]);
+        }
+      }, 120_000);
     });
 
     test("reports the pool's free bytes from ceph df", async () => {

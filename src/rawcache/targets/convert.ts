@@ -1,9 +1,10 @@
-import { stat, statfs } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RawCacheError } from '../types';
 import { runCommand, stderrSummary } from '../exec';
 import type { CopySource } from '../types';
-import { formatBytes } from '../source';
+import { measureRawCopy, type RawCopyMeasure } from '../inspect';
+import { formatBytes, WORK_DIR_MARGIN_BYTES } from '../source';
 
 /** A verified, inspected local image, as RawCopyTarget.write receives it. */
 export type ConvertSource = CopySource;
@@ -32,12 +33,6 @@ export async function convertToRaw(source: ConvertSource, destination: string, s
   throw new RawCacheError(`converting to raw failed (qemu-img convert: ${summary}); will retry`, false);
 }
 
-/** Bytes the source occupies on disk: what its raw copy is expected to occupy (zeroes stay sparse). */
-export async function allocatedBytes(path: string): Promise<number> {
-  const stats = await stat(path);
-  return Math.min(stats.size, stats.blocks * 512);
-}
-
 /** Free bytes of the filesystem holding `path` (or its nearest existing ancestor). */
 export async function filesystemFreeBytes(path: string): Promise<number> {
   let candidate = path;
@@ -53,9 +48,76 @@ export async function filesystemFreeBytes(path: string): Promise<number> {
   }
 }
 
-/** Refuses (transiently) a write that cannot fit, before qemu-img starts filling the space. */
-export function ensureRoom(free: number | undefined, needed: number, where: string): void {
-  if (free !== undefined && free < needed) {
-    throw new RawCacheError(`${where} has ${formatBytes(free)} free, the raw copy needs about ${formatBytes(needed)}; will retry when space frees up`, false);
-  }
+/**
+ * The space limits of raw copies (rawcache.target.reserve_bytes and max_virtual_size_bytes); the
+ * schema's defaults, for targets built without a configuration.
+ */
+export interface SpaceLimits {
+  /** Bytes a target keeps free after a new copy. */
+  reserveBytes: number;
+  /** Largest virtual size (so RAW copy size) of an image that gets a copy. */
+  maxVirtualSize: number;
+}
+
+export const DEFAULT_SPACE_LIMITS: Readonly<SpaceLimits> = Object.freeze({ reserveBytes: 1024 ** 3, maxVirtualSize: 1024 ** 4 });
+
+export function spaceLimits(limits: Partial<SpaceLimits> = {}): SpaceLimits {
+  return {
+    reserveBytes: limits.reserveBytes ?? DEFAULT_SPACE_LIMITS.reserveBytes,
+    maxVirtualSize: limits.maxVirtualSize ?? DEFAULT_SPACE_LIMITS.maxVirtualSize,
+  };
+}
+
+/** Free space as a space check sees it; `limitedBy` says what bounds it when that is not plain disk space. */
+export interface Room {
+  free: number;
+  limitedBy?: string;
+}
+
+/**
+ * Sizes up the RAW copy of `source` before anything is written, from the image's tables, not its
+ * file: refuses for good a disk larger than `maxVirtualSize`.
+ */
+export async function measureRawCopyWithin(source: ConvertSource, limits: SpaceLimits, signal: AbortSignal): Promise<RawCopyMeasure> {
+  const measure = await measureRawCopy(source.path, source.format, signal);
+  refuseOversized(Math.max(measure.size, source.virtualSize), limits.maxVirtualSize);
+  return measure;
+}
+
+export function refuseOversized(size: number, maxVirtualSize: number): void {
+  if (size <= maxVirtualSize) return;
+  throw new RawCacheError(
+    `the image's virtual size is ${formatBytes(size)} (${size} bytes), above the ${formatBytes(maxVirtualSize)} (${maxVirtualSize} bytes) a raw copy may have (rawcache.target.max_virtual_size_bytes): no raw copy is made; set cache_raw to False, or ask an operator to raise the limit`,
+    true,
+  );
+}
+
+/**
+ * Refuses (transiently) a copy that cannot fit with the reserve left free, before qemu-img starts
+ * filling the space. Nothing is refused when the free space is unknown (`room` undefined).
+ */
+export function ensureRoom(room: Room | undefined, measure: RawCopyMeasure, reserveBytes: number, where: string): void {
+  const needed = measure.dataBytes + reserveBytes;
+  if (room === undefined || room.free >= needed) return;
+  throw new RawCacheError(
+    `${where} has ${describeRoom(room)}; the raw copy needs ${formatBytes(needed)}: ${formatBytes(measure.dataBytes)} of guest data (in a ${formatBytes(measure.size)} disk) plus the ${formatBytes(reserveBytes)} kept free (rawcache.target.reserve_bytes); will retry when space frees up`,
+    false,
+  );
+}
+
+/**
+ * For a copy that goes through a temporary RAW file in the work dir (rbd import): refuses
+ * (transiently) when the work dir cannot hold the file's data plus the work dir's margin.
+ */
+export function ensureWorkDirRoom(free: number, measure: RawCopyMeasure, workDir: string): void {
+  const needed = measure.dataBytes + WORK_DIR_MARGIN_BYTES;
+  if (free >= needed) return;
+  throw new RawCacheError(
+    `the work dir ${workDir} has ${formatBytes(free)} free; the temporary raw file for rbd import needs ${formatBytes(needed)}: ${formatBytes(measure.dataBytes)} of guest data plus a ${formatBytes(WORK_DIR_MARGIN_BYTES)} margin; will retry when space frees up`,
+    false,
+  );
+}
+
+function describeRoom(room: Room): string {
+  return `${formatBytes(room.free)} free${room.limitedBy ? ` (${room.limitedBy})` : ''}`;
 }

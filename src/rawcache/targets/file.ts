@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from '../../ops/log';
 import { throwIfAborted } from '../exec';
 import { RawCacheError, type RawCopyTarget } from '../types';
-import { allocatedBytes, convertToRaw, ensureRoom, filesystemFreeBytes, type ConvertSource } from './convert';
+import { convertToRaw, ensureRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
 import { assertImageId, fileNames, idsFromNames } from './names';
 
 /**
@@ -16,12 +16,15 @@ import { assertImageId, fileNames, idsFromNames } from './names';
 export class FileRawCopyTarget implements RawCopyTarget {
   readonly kind = 'file';
   readonly dir: string;
+  readonly limits: SpaceLimits;
 
   constructor(
     dir: string,
     private readonly logger: Logger,
+    limits: Partial<SpaceLimits> = {},
   ) {
     this.dir = resolve(dir);
+    this.limits = spaceLimits(limits);
   }
 
   urlFor(imageId: string): string {
@@ -42,7 +45,8 @@ export class FileRawCopyTarget implements RawCopyTarget {
       this.logger.info('raw copy already present', { imageId, url });
       return { url, size: existing.size };
     }
-    ensureRoom(await filesystemFreeBytes(this.dir), await allocatedBytes(source.path), `the raw copy directory ${this.dir}`);
+    const measure = await measureRawCopyWithin(source, this.limits, signal);
+    ensureRoom(await this.room(), measure, this.limits.reserveBytes, `the raw copy directory ${this.dir}`);
 
     const partial = join(this.dir, fileNames.partial(imageId, randomBytes(6).toString('hex')));
     try {
@@ -80,8 +84,13 @@ export class FileRawCopyTarget implements RawCopyTarget {
     return idsFromNames(await this.entries(), fileNames.pattern);
   }
 
+  /** The free space of the directory's filesystem, as the space check before each write sees it. */
   async freeBytes(): Promise<number | undefined> {
-    return filesystemFreeBytes(this.dir);
+    return (await this.room()).free;
+  }
+
+  private async room(): Promise<Room> {
+    return { free: await filesystemFreeBytes(this.dir) };
   }
 
   private copyPath(imageId: string): string {

@@ -5,7 +5,8 @@ import { dirname, join } from 'node:path';
 import type { Logger } from '../../ops/log';
 import { runCommand, stderrSummary, throwIfAborted, type RunResult } from '../exec';
 import { RawCacheError, type RawCopyTarget } from '../types';
-import { allocatedBytes, convertToRaw, ensureRoom, type ConvertSource } from './convert';
+import { formatBytes } from '../source';
+import { convertToRaw, ensureRoom, ensureWorkDirRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
 import { assertImageId, idsFromNames, rbdNames } from './names';
 
 /**
@@ -34,6 +35,8 @@ export interface RbdTargetOptions {
   commandTimeoutMs?: number;
   /** Wall-clock limit of `rbd rm` and `rbd snap purge`, which delete every object of a copy. */
   removeTimeoutMs?: number;
+  /** rawcache.target.reserve_bytes and max_virtual_size_bytes (their defaults when absent). */
+  limits?: Partial<SpaceLimits>;
 }
 
 interface SnapshotInfo {
@@ -56,6 +59,7 @@ export class RbdRawCopyTarget implements RawCopyTarget {
   private readonly writeMode: 'auto' | 'qemu-rbd' | 'import';
   private readonly commandTimeoutMs: number;
   private readonly removeTimeoutMs: number;
+  readonly limits: SpaceLimits;
 
   constructor(
     options: RbdTargetOptions,
@@ -69,6 +73,7 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     this.writeMode = options.writeMode ?? 'auto';
     this.commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.removeTimeoutMs = options.removeTimeoutMs ?? DEFAULT_REMOVE_TIMEOUT_MS;
+    this.limits = spaceLimits(options.limits);
     this.fsid = fsidInConf(this.cephConf);
   }
 
@@ -126,11 +131,15 @@ export class RbdRawCopyTarget implements RawCopyTarget {
       await this.removeImage(finalName, false);
     }
     await this.removeImage(partialName, true);
-    ensureRoom(await this.freeBytes(), await allocatedBytes(source.path), `Ceph pool ${this.pool}`);
+    // Nothing is written before the copy is known to fit: in the pool, and (rbd import) in the work dir.
+    const measure = await measureRawCopyWithin(source, this.limits, signal);
+    ensureRoom(await this.poolRoom('warn'), measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
+    const throughQemu = await this.writesThroughQemu();
+    if (!throughQemu) ensureWorkDirRoom(await filesystemFreeBytes(dirname(source.path)), measure, dirname(source.path));
 
     let size: number;
     try {
-      if (await this.writesThroughQemu()) {
+      if (throughQemu) {
         // -W: out-of-order writes, about twice as fast into RBD (no ordering is needed for a new image).
         await convertToRaw(source, this.qemuSpec(partialName), signal, ['-W']);
       } else {
@@ -194,22 +203,34 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     return idsFromNames(names.filter((name): name is string => typeof name === 'string'), rbdNames.pattern);
   }
 
-  /** The pool's MAX AVAIL from `ceph df detail`, lowered to what its byte quota leaves; undefined when Ceph cannot tell. */
+  /** What the space check before each write sees: the pool's room from Ceph (see poolRoom). */
   async freeBytes(): Promise<number | undefined> {
+    return (await this.poolRoom('debug'))?.free;
+  }
+
+  /**
+   * The pool's MAX AVAIL (`ceph df detail`), lowered to what its byte quota (`ceph osd pool
+   * get-quota`, else df's own quota_bytes) leaves; undefined when Ceph cannot tell, and then the
+   * space check is skipped (with a log line at `level`).
+   */
+  private async poolRoom(level: 'warn' | 'debug'): Promise<Room | undefined> {
     try {
-      const df = parseJson<{ pools?: Array<{ name?: string; stats?: { max_avail?: number; quota_bytes?: number; stored?: number } }> }>(
-        this.check(await this.ceph(['df', 'detail', '--format', 'json']), 'ceph df'),
-        'ceph df',
-      );
-      const stats = df.pools?.find((pool) => pool.name === this.pool)?.stats;
-      if (typeof stats?.max_avail !== 'number') return undefined;
-      // The quota counts what clients stored (before replication), as `stored` does.
-      if (typeof stats.quota_bytes === 'number' && stats.quota_bytes > 0) {
-        return Math.max(0, Math.min(stats.max_avail, stats.quota_bytes - (stats.stored ?? 0)));
+      const [dfResult, quotaResult] = await Promise.all([
+        this.ceph(['df', 'detail', '--format', 'json']),
+        this.ceph(['osd', 'pool', 'get-quota', this.pool, '--format', 'json']),
+      ]);
+      const df = parseJson<unknown>(this.check(dfResult, 'ceph df detail'), 'ceph df detail');
+      let quota: unknown;
+      try {
+        quota = parseJson<unknown>(this.check(quotaResult, `ceph osd pool get-quota ${this.pool}`), 'ceph osd pool get-quota');
+      } catch (error) {
+        this.logger.debug("the pool's quota unknown; using the one ceph df detail shows", { pool: this.pool, error: (error as Error).message });
       }
-      return stats.max_avail;
+      const room = roomInPool(df, quota, this.pool);
+      if (room === undefined) this.logger[level]('ceph df detail shows no MAX AVAIL for the pool; raw copies are written without a space check', { pool: this.pool });
+      return room;
     } catch (error) {
-      this.logger.debug('free space of the Ceph pool unknown', { pool: this.pool, error: (error as Error).message });
+      this.logger[level]('free space of the Ceph pool unknown; raw copies are written without a space check', { pool: this.pool, error: (error as Error).message });
       return undefined;
     }
   }
@@ -236,7 +257,7 @@ export class RbdRawCopyTarget implements RawCopyTarget {
   }
 
   private async importViaFile(imageId: string, source: ConvertSource, partialName: string, signal: AbortSignal): Promise<void> {
-    // Beside the source, in the worker's work dir: that space was sized for this image already.
+    // Beside the source, in the worker's work dir, whose room write() checked first.
     const temporary = join(dirname(source.path), `${imageId}.raw-import.${randomBytes(6).toString('hex')}`);
     try {
       await convertToRaw(source, temporary, signal);
@@ -378,6 +399,32 @@ function parseJson<T>(result: RunResult, what: string): T {
   } catch {
     throw new RawCacheError(`${what} printed something that is not JSON`, false);
   }
+}
+
+interface PoolStats {
+  max_avail?: unknown;
+  stored?: unknown;
+  quota_bytes?: unknown;
+}
+
+/**
+ * The room for new data in `pool`, from `ceph df detail --format json` and `ceph osd pool get-quota
+ * <pool> --format json` (undefined: df's quota_bytes instead): MAX AVAIL (already net of replication
+ * and the full ratio), lowered to quota_max_bytes minus what the pool stores when a byte quota is
+ * set (the quota counts stored bytes, before replication, as `stored` does). Undefined when df does
+ * not know the pool.
+ */
+export function roomInPool(df: unknown, quota: unknown, pool: string): Room | undefined {
+  const pools = (df as { pools?: Array<{ name?: unknown; stats?: PoolStats }> } | null)?.pools;
+  const stats = Array.isArray(pools) ? pools.find((entry) => entry?.name === pool)?.stats : undefined;
+  const maxAvail = stats?.max_avail;
+  if (typeof maxAvail !== 'number' || !Number.isFinite(maxAvail)) return undefined;
+  const maxBytes = quota === undefined ? stats?.quota_bytes : (quota as { quota_max_bytes?: unknown } | null)?.quota_max_bytes;
+  if (typeof maxBytes !== 'number' || maxBytes <= 0) return { free: maxAvail, limitedBy: 'MAX AVAIL in ceph df detail' };
+  const stored = typeof stats?.stored === 'number' ? stats.stored : 0;
+  const underQuota = Math.max(0, maxBytes - stored);
+  if (underQuota < maxAvail) return { free: underQuota, limitedBy: `what its quota of ${formatBytes(maxBytes)} leaves` };
+  return { free: maxAvail, limitedBy: 'MAX AVAIL in ceph df detail' };
 }
 
 /** `fsid = <uuid>` from a ceph.conf (any section: client confs keep it in [global]), if readable. */
