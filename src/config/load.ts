@@ -42,7 +42,7 @@ export interface RawCacheConfig {
     amqp_partitions: number;
     lease_seconds: number;
   };
-  target: { kind: 'file' | 'rbd'; file_dir: string; rbd_pool: string; rbd_user: string; ceph_conf: string };
+  target: { kind: 'file' | 'rbd'; file_dir: string; rbd_pool: string; rbd_user: string; ceph_conf: string; rbd_source_pools: string[] | null };
   worker: {
     concurrency: number;
     work_dir: string;

@@ -11,7 +11,8 @@ import { assertImageId } from './targets/names';
 
 /**
  * Materializes an image's data as a local file whose bytes are proven to be the ones Glance
- * recorded (os_hash_value, else checksum, and size), before any tool parses it.
+ * recorded (os_hash_value, else checksum, and size), before any tool parses it; and chooses where
+ * the data is read from (RBD in place, or Glance's API).
  */
 
 /** What Glance recorded about the data (the image's own fields). */
@@ -224,4 +225,57 @@ export function rbdExportReader(pool: string, image: string, snap: string, user:
     out.destroy(new RawCacheError(`rbd export ${spec} failed: ${message}`, missing));
   });
   return out;
+}
+
+/** An image location as Glance's rbd store writes it: `rbd://<fsid>/<pool>/<image>/<snap>`. */
+export interface RbdLocation {
+  fsid: string;
+  pool: string;
+  image: string;
+  snap: string;
+}
+
+/** Pool, image and snapshot names the worker hands to `rbd` (never one that reads as an option). */
+const RBD_NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]*$/;
+
+/** The location a `rbd://` URL names, or undefined for any other URL or a name `rbd` should not be given. */
+export function parseRbdLocation(url: string): RbdLocation | undefined {
+  const match = /^rbd:\/\/([^/]+)\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url);
+  if (!match) return undefined;
+  let parts: string[];
+  try {
+    parts = match.slice(1).map((part) => decodeURIComponent(part));
+  } catch {
+    return undefined;
+  }
+  const [fsid, pool, image, snap] = parts;
+  if (![pool, image, snap].every((name) => RBD_NAME.test(name))) return undefined;
+  return { fsid: fsid.toLowerCase(), pool, image, snap };
+}
+
+/** Where the worker may read image data in place: the cluster its rbd target talks to, and the pools it reads there. */
+export interface InPlaceReadPolicy {
+  fsid: string;
+  pools: readonly string[];
+}
+
+export type SourceChoice = { from: 'rbd'; location: RbdLocation } | { from: 'glance'; why: string };
+
+/**
+ * Reads RBD in place only when the location is on the very cluster the worker's target talks to
+ * (same fsid) and in a pool the worker is configured to read; anything else goes through Glance's
+ * API, which reads its locations with its own rights. A location names a cluster by its fsid only:
+ * the same pool and image names on the worker's own cluster would be other data.
+ */
+export function chooseSource(location: RbdLocation | undefined, policy: InPlaceReadPolicy | { unavailable: string }): SourceChoice {
+  if (location === undefined) return { from: 'glance', why: 'the image shows no rbd:// location the worker can read' };
+  const where = `rbd://${location.fsid}/${location.pool}/${location.image}/${location.snap}`;
+  if ('unavailable' in policy) return { from: 'glance', why: `${where} is not read in place: ${policy.unavailable}` };
+  if (location.fsid !== policy.fsid.toLowerCase()) {
+    return { from: 'glance', why: `${where} is on another Ceph cluster than the one the worker's target talks to (fsid ${policy.fsid})` };
+  }
+  if (!policy.pools.includes(location.pool)) {
+    return { from: 'glance', why: `${where} is in pool ${location.pool}, which the worker does not read in place (rawcache.target.rbd_source_pools: ${policy.pools.join(', ') || 'none'})` };
+  }
+  return { from: 'rbd', location };
 }

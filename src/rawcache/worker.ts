@@ -5,7 +5,8 @@ import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
-import { fetchVerifiedSource, rbdExportReader } from './source';
+import { RbdRawCopyTarget } from './targets/rbd';
+import { chooseSource, fetchVerifiedSource, parseRbdLocation, rbdExportReader, type InPlaceReadPolicy, type RbdLocation } from './source';
 import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
 import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
@@ -35,14 +36,15 @@ class Cancelled extends Error {
   }
 }
 
-interface RbdLocation { pool: string; image: string; snap: string }
-
-/** `rbd://<fsid>/<pool>/<image>/<snap>`, as Glance's rbd store writes image locations. */
+/**
+ * The image's first `rbd://<fsid>/<pool>/<image>/<snap>` location (as Glance's rbd store writes
+ * them), from `locations` or `direct_url`: whichever Glance shows the worker.
+ */
 export function rbdLocationOf(image: CachedImage): RbdLocation | undefined {
   const urls = [...(image.locations ?? []).map((l) => l.url), image.direct_url].filter((u): u is string => typeof u === 'string');
   for (const url of urls) {
-    const m = /^rbd:\/\/[^/]+\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url);
-    if (m) return { pool: decodeURIComponent(m[1]), image: decodeURIComponent(m[2]), snap: decodeURIComponent(m[3]) };
+    if (!url.startsWith('rbd://')) continue;
+    return parseRbdLocation(url);
   }
   return undefined;
 }
@@ -181,11 +183,33 @@ export class RawCacheWorker {
     for (const name of stale) await rm(join(dir, name), { force: true });
   }
 
-  private openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> | Readable {
-    const { target } = this.deps.config;
-    const rbd = rbdLocationOf(image);
-    // Straight from Ceph when the image lives there and this worker can reach the cluster.
-    if (rbd && target.kind === 'rbd') return rbdExportReader(rbd.pool, rbd.image, rbd.snap, target.rbd_user, target.ceph_conf, signal);
+  /**
+   * The image data, from RBD in place when chooseSource allows it (the location is on the target's
+   * own cluster, in a pool the worker reads), else through Glance's API.
+   */
+  private async openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> {
+    const { target } = this.deps;
+    const log = this.deps.logger.child({ image_id: image.id });
+    const location = rbdLocationOf(image);
+    let policy: InPlaceReadPolicy | { unavailable: string };
+    if (!(target instanceof RbdRawCopyTarget)) {
+      policy = { unavailable: 'the raw-copy target is not Ceph RBD' };
+    } else if (location === undefined) {
+      policy = { unavailable: 'no location to read' };
+    } else {
+      const fsid = await target.clusterFsid().then(
+        (value) => value,
+        (error: Error) => ({ unavailable: `the fsid of the target's Ceph cluster is unknown (${error.message})` }),
+      );
+      policy = typeof fsid === 'string' ? { fsid, pools: this.deps.config.target.rbd_source_pools ?? [target.pool] } : fsid;
+    }
+    const choice = chooseSource(location, policy);
+    if (choice.from === 'rbd' && target instanceof RbdRawCopyTarget) {
+      const { pool, image: name, snap } = choice.location;
+      log.info('reading the image data from RBD in place', { source: `${pool}/${name}@${snap}` });
+      return rbdExportReader(pool, name, snap, target.user, target.cephConf, signal);
+    }
+    log.info("reading the image data through Glance's API", { why: choice.from === 'glance' ? choice.why : '' });
     return this.deps.glance.download(image.id, signal);
   }
 

@@ -69,21 +69,30 @@ interface GlanceRelay {
   seen: string[];
   /** The image data downloads it refused. */
   refused: string[];
+  /** Images whose data downloads are passed on (those the worker must read through Glance). */
+  allowDownloads: Set<string>;
+  /** The Range headers of the requests passed on, by "METHOD /path". */
+  ranges: Map<string, string>;
   close(): Promise<void>;
 }
 
 /**
  * Glance as the worker sees it: everything is relayed to the real Glance except `GET .../file`,
- * which gets a 403. A worker that tried to read image data through Glance's API would fail.
+ * which gets a 403 unless the image is in `allowDownloads`. A worker that tried to read image data
+ * through Glance's API would fail.
  */
 async function startDownloadRefusingRelay(glanceUrl: string): Promise<GlanceRelay> {
   const upstream = new URL(glanceUrl);
   const seen: string[] = [];
   const refused: string[] = [];
+  const allowDownloads = new Set<string>();
+  const ranges = new Map<string, string>();
   const server: Server = createServer((req, res) => {
     const line = `${req.method} ${req.url}`;
     seen.push(line);
-    if (req.method === 'GET' && /^\/v2\/images\/[^/?]+\/file(\?|$)/.test(req.url ?? '')) {
+    if (req.headers.range !== undefined) ranges.set(line, req.headers.range);
+    const download = /^\/v2\/images\/([^/?]+)\/file(\?|$)/.exec(req.url ?? '');
+    if (req.method === 'GET' && download && !allowDownloads.has(download[1])) {
       refused.push(line);
       req.resume();
       res.writeHead(403, { 'Content-Type': 'text/plain' });
@@ -106,6 +115,8 @@ async function startDownloadRefusingRelay(glanceUrl: string): Promise<GlanceRela
     url: `http://127.0.0.1:${port}`,
     seen,
     refused,
+    allowDownloads,
+    ranges,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
@@ -334,8 +345,71 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
   }, 240_000);
 
-  it('made every copy of this suite from what it read out of Ceph: no image data download through Glance, ever', () => {
+  describe('trust: where image data is read from', () => {
+    /** Not the test cluster's fsid: a location naming it is on some other Ceph cluster. */
+    const OTHER_FSID = '0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5';
+    let glanceDirect: HttpClient;
+
+    beforeAll(() => {
+      glanceDirect = new HttpClient(glance.url);
+    });
+    afterAll(() => glanceDirect?.destroy());
+
+    /**
+     * An image whose only location is `rbd://<fsid>/images/<data>/snap`, where <data> is an image
+     * uploaded here with `file`, and with that image's checksum and os_hash as validation data. Glance
+     * reads such a location from its own cluster whatever fsid it names (glance_store ignores it).
+     */
+    const imageAtLocation = async (name: string, diskFormat: string, file: string, fsid: string): Promise<string> => {
+      const data = await create({ name: `${name}-data`, disk_format: diskFormat });
+      await upload(data.id, file);
+      const uploaded = await show(data.id);
+      const image = await create({ name, disk_format: diskFormat });
+      const location = {
+        url: `rbd://${fsid}/${ceph.pool}/${data.id}/snap`,
+        metadata: { store: 'ceph' },
+        validation_data: { checksum: uploaded.checksum, os_hash_algo: uploaded.os_hash_algo, os_hash_value: uploaded.os_hash_value },
+      };
+      const res = await glanceDirect.request({
+        method: 'PATCH',
+        path: `/v2/images/${image.id}`,
+        headers: { 'Content-Type': PATCH_V21 },
+        body: JSON.stringify([{ op: 'add', path: '/locations/-', value: location }]),
+      });
+      expect({ status: res.status, body: res.status === 200 ? '' : res.text() }).toEqual({ status: 200, body: '' });
+      return image.id;
+    };
+    const askForCopy = async (id: string) => {
+      const res = await client.request({
+        method: 'PATCH',
+        path: `/v2/images/${id}`,
+        headers: { 'Content-Type': PATCH_V21 },
+        body: JSON.stringify([{ op: 'add', path: '/cache_raw', value: 'True' }]),
+      });
+      expect(res.status).toBe(200);
+    };
+    const downloadsOf = (id: string) => relay.seen.filter((line) => line.startsWith(`GET /v2/images/${id}/file`));
+    const workerLines = (id: string, message: string) => worker.logs().split('\n').filter((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}"`));
+
+    it('reads a location on another Ceph cluster (another fsid) through Glance, never in place', async () => {
+      const file = makeQcow2(dir, 'elsewhere.qcow2', 32, 4, 0x41);
+      const id = await imageAtLocation('elsewhere', 'qcow2', file, OTHER_FSID);
+      relay.allowDownloads.add(id);
+      await askForCopy(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(image.cache_raw_url).toBe(`rbd://${ceph.fsid}/${ceph.pool}/${id}_raw/snap`);
+      expect(downloadsOf(id)).toHaveLength(1);
+      expect(workerLines(id, "reading the image data through Glance's API")[0]).toMatch(/another Ceph cluster than the one the worker's target talks to/);
+      expect(workerLines(id, 'reading the image data from RBD in place')).toEqual([]);
+      expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', `${ceph.pool}/${id}_raw@snap`, '-'])).toBe(await rawSha256Of(dir, file));
+    });
+
+  });
+
+  it('made every copy of this suite from what it read out of Ceph: no image data download through Glance, but those of locations on another cluster', () => {
     expect(relay.refused).toEqual([]);
+    const downloaded = relay.seen.filter((line) => /^GET \/v2\/images\/[^/]+\/file/.test(line));
+    expect(downloaded.filter((line) => ![...relay.allowDownloads].some((id) => line.includes(id)))).toEqual([]);
     expect(worker.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"')).length).toBeGreaterThanOrEqual(5);
   });
 });

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { fetchVerifiedSource, nodeHashName, type ImageDataRecord } from '../../src/rawcache/source';
+import { chooseSource, fetchVerifiedSource, nodeHashName, parseRbdLocation, type ImageDataRecord } from '../../src/rawcache/source';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
@@ -150,5 +150,30 @@ describe('nodeHashName', () => {
 
   test('answers null for an algorithm Node does not have', () => {
     expect(nodeHashName('whirlpool-9000')).toBeNull();
+  });
+});
+
+describe('where the image data is read from', () => {
+  const FSID = '840f16bc-3238-4adb-8700-6b9876c23462';
+  const OTHER = '11111111-2222-4333-8444-555555555555';
+  const at = (fsid: string, pool = 'images') => parseRbdLocation(`rbd://${fsid}/${pool}/${IMAGE_ID}/snap`);
+
+  test('parses the rbd:// locations Glance writes, and nothing else', () => {
+    expect(at(FSID.toUpperCase())).toEqual({ fsid: FSID, pool: 'images', image: IMAGE_ID, snap: 'snap' });
+    expect(parseRbdLocation(`file:///var/lib/glance/images/${IMAGE_ID}`)).toBeUndefined();
+    expect(parseRbdLocation(`rbd://${FSID}/images/${IMAGE_ID}`)).toBeUndefined();
+    // A name rbd would read as an option, or one with a separator, is never handed to rbd.
+    expect(parseRbdLocation(`rbd://${FSID}/--conf=x/${IMAGE_ID}/snap`)).toBeUndefined();
+    expect(parseRbdLocation(`rbd://${FSID}/images/a%40b/snap`)).toBeUndefined();
+  });
+
+  test('reads in place only on the same cluster and in a pool the worker reads', () => {
+    const policy = { fsid: FSID, pools: ['images'] };
+    expect(chooseSource(at(FSID), policy)).toEqual({ from: 'rbd', location: at(FSID) });
+    expect(chooseSource(at(OTHER), policy)).toEqual({ from: 'glance', why: expect.stringMatching(/is on another Ceph cluster than the one the worker's target talks to/) });
+    expect(chooseSource(at(FSID, 'volumes'), policy)).toEqual({ from: 'glance', why: expect.stringMatching(/in pool volumes, which the worker does not read in place/) });
+    expect(chooseSource(at(FSID), { fsid: FSID, pools: [] })).toMatchObject({ from: 'glance' });
+    expect(chooseSource(undefined, policy)).toMatchObject({ from: 'glance' });
+    expect(chooseSource(at(FSID), { unavailable: 'the raw-copy target is not Ceph RBD' })).toEqual({ from: 'glance', why: expect.stringMatching(/not read in place: the raw-copy target is not Ceph RBD/) });
   });
 });
