@@ -6,7 +6,7 @@ import type { Logger } from '../ops/log';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
 import { RbdRawCopyTarget } from './targets/rbd';
-import { chooseSource, fetchVerifiedSource, parseRbdLocation, rbdExportReader, type InPlaceReadPolicy, type RbdLocation } from './source';
+import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, type InPlaceReadPolicy, type RbdLocation } from './source';
 import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
 import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
@@ -185,7 +185,8 @@ export class RawCacheWorker {
 
   /**
    * The image data, from RBD in place when chooseSource allows it (the location is on the target's
-   * own cluster, in a pool the worker reads), else through Glance's API.
+   * own cluster, in a pool the worker reads), else through Glance's API. The log says how the data
+   * will be verified (a warning when md5 is all Glance has).
    */
   private async openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> {
     const { target } = this.deps;
@@ -204,12 +205,17 @@ export class RawCacheWorker {
       policy = typeof fsid === 'string' ? { fsid, pools: this.deps.config.target.rbd_source_pools ?? [target.pool] } : fsid;
     }
     const choice = chooseSource(location, policy);
+    const verification = describeVerification(dataRecordOf(image));
+    const fields = { verified_by: verification };
+    if (verification.startsWith('checksum')) {
+      log.warn('verifying the image data against its md5 checksum only: Glance recorded no os_hash_value', fields);
+    }
     if (choice.from === 'rbd' && target instanceof RbdRawCopyTarget) {
       const { pool, image: name, snap } = choice.location;
-      log.info('reading the image data from RBD in place', { source: `${pool}/${name}@${snap}` });
+      log.info('reading the image data from RBD in place', { ...fields, source: `${pool}/${name}@${snap}` });
       return rbdExportReader(pool, name, snap, target.user, target.cephConf, signal);
     }
-    log.info("reading the image data through Glance's API", { why: choice.from === 'glance' ? choice.why : '' });
+    log.info("reading the image data through Glance's API", { ...fields, why: choice.from === 'glance' ? choice.why : '' });
     return this.deps.glance.download(image.id, signal);
   }
 

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { chooseSource, fetchVerifiedSource, nodeHashName, parseRbdLocation, type ImageDataRecord } from '../../src/rawcache/source';
+import { chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, type ImageDataRecord } from '../../src/rawcache/source';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
@@ -61,14 +61,29 @@ describe('fetchVerifiedSource', () => {
     expect(source.verifiedBy).toBe('checksum');
   });
 
-  test('uses the md5 checksum when Node cannot compute the os_hash_algo', async () => {
-    const source = await fetchVerifiedSource(record({ osHashAlgo: 'whirlpool-9000' }), chunks(data), workDir, never());
-    expect(source.verifiedBy).toBe('checksum');
+  test('refuses, before opening the source, an os_hash_algo this Node cannot compute (never falls back to md5)', async () => {
+    let opened = false;
+    const open = () => {
+      opened = true;
+      return chunks(data)();
+    };
+    const error = await failure(fetchVerifiedSource(record({ osHashAlgo: 'whirlpool-9000' }), open, workDir, never()));
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/os_hash_algo whirlpool-9000, which this worker cannot compute .*refused rather than checked against a weaker hash/);
+    expect(opened).toBe(false);
+    expect(await readdir(workDir)).toEqual([]);
   });
 
-  test('checks only the size when Glance recorded no hash', async () => {
-    const source = await fetchVerifiedSource(record({ checksum: null, osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never());
-    expect(source.verifiedBy).toBe('size');
+  test('refuses an image for which Glance recorded no hash at all (the size alone proves nothing)', async () => {
+    const error = await failure(fetchVerifiedSource(record({ checksum: null, osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never()));
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/no os_hash_value and no checksum .*cannot be verified: refused/);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('proves the data against os_hash_value, not the md5 checksum, when Glance has both', async () => {
+    const source = await fetchVerifiedSource(record({ checksum: 'd41d8cd98f00b204e9800998ecf8427e' }), chunks(data), workDir, never());
+    expect(source.verifiedBy).toBe('os_hash_value');
   });
 
   test('a checksum mismatch is a transient error and leaves no file behind', async () => {
@@ -150,6 +165,17 @@ describe('nodeHashName', () => {
 
   test('answers null for an algorithm Node does not have', () => {
     expect(nodeHashName('whirlpool-9000')).toBeNull();
+  });
+});
+
+describe('describeVerification', () => {
+  test.each([
+    [{}, 'os_hash_value (sha512)'],
+    [{ osHashAlgo: null, osHashValue: null }, 'checksum (md5) only: Glance recorded no os_hash_value'],
+    [{ osHashAlgo: 'whirlpool-9000' }, expect.stringMatching(/^refused: Glance recorded the data's hash as os_hash_algo whirlpool-9000/)],
+    [{ checksum: null, osHashAlgo: null, osHashValue: null }, expect.stringMatching(/^refused: Glance recorded no os_hash_value and no checksum/)],
+  ])('says what the data of %j is checked against', (overrides, described) => {
+    expect(describeVerification(record(overrides as Partial<ImageDataRecord>))).toEqual(described);
   });
 });
 
