@@ -261,6 +261,44 @@ export function rbdExportReader(pool: string, image: string, snap: string, user:
   return out;
 }
 
+/** Longest the worker waits for the first bytes of an image (its header) before trying again later. */
+export const HEAD_READ_TIMEOUT_MS = 120_000;
+
+/**
+ * The first `bytes` of the image data, read from the start of a plain stream: no Range request,
+ * which Glance's rbd store refuses ("Getting images randomly from this store is not supported").
+ * Once the header is in, the stream is destroyed, which closes the HTTP connection (or kills rbd
+ * export) instead of reading the rest of the image. Shorter images give what they have.
+ */
+export async function readHead(from: OpenSource, bytes: number, imageId: string, timeoutMs = HEAD_READ_TIMEOUT_MS): Promise<Buffer> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  // The timeout ends the wait whether or not the source itself listens to the signal.
+  const timedOut = new Promise<never>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  timedOut.catch(() => undefined);
+  const chunks: Buffer[] = [];
+  let got = 0;
+  let stream: Readable | undefined;
+  try {
+    stream = await Promise.race([Promise.resolve(from(signal)), timedOut]);
+    const reader = stream[Symbol.asyncIterator]();
+    while (got < bytes) {
+      const next = await Promise.race([reader.next(), timedOut]);
+      if (next.done) break;
+      chunks.push(next.value as Buffer);
+      got += (next.value as Buffer).length;
+    }
+  } catch (error) {
+    if (signal.aborted) {
+      throw new RawCacheError(`image ${imageId}: the first ${formatBytes(bytes)} of the image data did not arrive within ${timeoutMs / 1000} s; will retry`, false);
+    }
+    if (error instanceof RawCacheError || (error as Error).name === 'GlanceHttpError') throw error;
+    throw new RawCacheError(`image ${imageId}: reading the start of the image data failed: ${(error as Error).message}; will retry`, false);
+  } finally {
+    stream?.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, bytes);
+}
+
 /** An image location as Glance's rbd store writes it: `rbd://<fsid>/<pool>/<image>/<snap>`. */
 export interface RbdLocation {
   fsid: string;

@@ -6,8 +6,8 @@ import type { Logger } from '../ops/log';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
 import { RbdRawCopyTarget } from './targets/rbd';
-import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, type InPlaceReadPolicy, type RbdLocation } from './source';
-import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
+import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, readHead, type InPlaceReadPolicy, type RbdLocation } from './source';
+import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, ownDataFields, wantsRawCopy, type CachedImage } from './state';
 import { RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
 /** How often an import still running is looked at again (it does not count as a failure). */
@@ -109,19 +109,28 @@ export class RawCacheWorker {
     return job.complete();
   }
 
+  /**
+   * An image already in RAW gets no copy: it is recorded Cached, with its size and without a
+   * cache_raw_url (ownDataFields says why). Its header is still read, without a Range request,
+   * to refuse a qcow2 or other container uploaded as raw.
+   */
   private async recordOwnData(image: CachedImage, job: ClaimedJob): Promise<void> {
-    await this.deps.target.remove(image.id);
-    const disguised = containerFormatInHeader(await this.deps.glance.downloadHead(image.id, RAW_HEADER_BYTES));
-    if (disguised) {
-      const message = `The image data is ${disguised}, not raw as its disk_format says: refused (set disk_format to ${disguised} and upload again).`;
-      await this.deps.glance.updateProperties(image, { cache_raw_status: 'Error', cache_raw_error: message, cache_raw_size: '-' }, ['cache_raw_url']);
+    const log = this.deps.logger.child({ image_id: job.imageId, reason: job.reason, attempt: job.attempts + 1 });
+    const started = Date.now();
+    try {
+      await this.deps.target.remove(image.id);
+      const disguised = containerFormatInHeader(await readHead((signal) => this.openSource(image, signal, 'header'), RAW_HEADER_BYTES, image.id));
+      if (disguised) {
+        const message = `The image data is ${disguised}, not raw as its disk_format says: refused (set disk_format to ${disguised} and upload again).`;
+        await this.deps.glance.updateProperties(image, { cache_raw_status: 'Error', cache_raw_error: message, cache_raw_size: '-' }, ['cache_raw_url']);
+        return job.complete();
+      }
+      await this.deps.glance.updateProperties(image, ownDataFields(image), ['cache_raw_error', 'cache_raw_url']);
+      log.info('image is already raw: recorded Cached, no copy made', { size: image.size });
       return job.complete();
+    } catch (err) {
+      return this.settleFailure(image, job, log, err, started);
     }
-    const own = image.direct_url ?? image.locations?.[0]?.url;
-    const fields: Record<string, string> = { cache_raw_status: 'Cached', cache_raw_size: String(image.size ?? '-') };
-    if (own) fields.cache_raw_url = own;
-    await this.deps.glance.updateProperties(image, fields, own ? ['cache_raw_error'] : ['cache_raw_error', 'cache_raw_url']);
-    return job.complete();
   }
 
   private async convert(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
@@ -185,10 +194,10 @@ export class RawCacheWorker {
 
   /**
    * The image data, from RBD in place when chooseSource allows it (the location is on the target's
-   * own cluster, in a pool the worker reads), else through Glance's API. The log says how the data
-   * will be verified (a warning when md5 is all Glance has).
+   * own cluster, in a pool the worker reads), else through Glance's API. `purpose` only shapes the
+   * log: a copy logs how its data will be verified (a warning when md5 is all Glance has).
    */
-  private async openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> {
+  private async openSource(image: CachedImage, signal: AbortSignal, purpose: 'copy' | 'header' = 'copy'): Promise<Readable> {
     const { target } = this.deps;
     const log = this.deps.logger.child({ image_id: image.id });
     const location = rbdLocationOf(image);
@@ -206,8 +215,8 @@ export class RawCacheWorker {
     }
     const choice = chooseSource(location, policy);
     const verification = describeVerification(dataRecordOf(image));
-    const fields = { verified_by: verification };
-    if (verification.startsWith('checksum')) {
+    const fields = { purpose, ...(purpose === 'copy' ? { verified_by: verification } : {}) };
+    if (purpose === 'copy' && verification.startsWith('checksum')) {
       log.warn('verifying the image data against its md5 checksum only: Glance recorded no os_hash_value', fields);
     }
     if (choice.from === 'rbd' && target instanceof RbdRawCopyTarget) {

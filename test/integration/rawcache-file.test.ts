@@ -41,8 +41,11 @@ describe('raw cache with the file store and the SQLite queue', () => {
   };
 
   beforeAll(async () => {
-    glance = await startGlance();
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-file-'));
+    // Glance's default: direct_url hidden from every reader. Locations stay visible (the dev Glance's
+    // show_multiple_locations), as to the admin a worker runs as where policy shows them only to admins.
+    writeFileSync(join(dir, 'glance-defaults.conf'), '[DEFAULT]\nshow_image_direct_url = False\n');
+    glance = await startGlance({ extraConf: join(dir, 'glance-defaults.conf') });
     rawDir = join(dir, 'raw');
     opsPort = await freePort();
     configFile = writeRawCacheConfig(dir, { upstream: glance.url, extra: { metrics: { worker_listen: `127.0.0.1:${opsPort}` } } });
@@ -117,14 +120,30 @@ describe('raw cache with the file store and the SQLite queue', () => {
     expect(statSync(copyPath(id)).isFile()).toBe(true);
   });
 
-  it('records an image already in RAW as Cached at its own location, without a copy', async () => {
+  it('records an image already in RAW as Cached with its size, without a copy and without revealing its location', async () => {
     const id = await create({ name: 'raw', disk_format: 'raw', cache_raw: 'True' });
     writeFileSync(join(dir, 'disk.raw'), Buffer.alloc(1024 * 1024, 7));
     await upload(id, join(dir, 'disk.raw'));
     const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
-    expect(image.cache_raw_url).toBe(image.direct_url);
+    expect(image.direct_url).toBeUndefined();
+    expect(image.cache_raw_url).toBeUndefined();
     expect(image.cache_raw_size).toBe(String(1024 * 1024));
+    // Nothing in the raw-cache fields names where the data lives (Glance's own locations show it to whom its policy allows).
+    expect(Object.keys(image).filter((key) => key.startsWith('cache_raw')).sort()).toEqual(['cache_raw', 'cache_raw_size', 'cache_raw_status']);
     expect(() => statSync(copyPath(id))).toThrow();
+
+    // A location an earlier version recorded as the cache_raw_url is taken back by the sweep.
+    const leak = await direct.request({
+      method: 'PATCH',
+      path: `/v2/images/${id}`,
+      headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+      body: JSON.stringify([{ op: 'add', path: '/cache_raw_url', value: `file://${glance.storeDir}${id}` }]),
+    });
+    expect(leak.status).toBe(200);
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'reconcile', '--config', configFile, '--json']);
+    expect(JSON.parse(stdout).requeued).toContain(id);
+    const repaired = await waitForImage(id, (i) => i.cache_raw_url === undefined);
+    expect(repaired).toMatchObject({ cache_raw_status: 'Cached', cache_raw_size: String(1024 * 1024) });
   });
 
   it('removes the copy and the fields when cache_raw is turned off', async () => {

@@ -345,7 +345,7 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
   }, 240_000);
 
-  describe('trust: where image data is read from', () => {
+  describe('trust: where image data is read from, what a raw image records, what removal spares', () => {
     /** Not the test cluster's fsid: a location naming it is on some other Ceph cluster. */
     const OTHER_FSID = '0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5';
     let glanceDirect: HttpClient;
@@ -402,6 +402,32 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
       expect(workerLines(id, "reading the image data through Glance's API")[0]).toMatch(/another Ceph cluster than the one the worker's target talks to/);
       expect(workerLines(id, 'reading the image data from RBD in place')).toEqual([]);
       expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', `${ceph.pool}/${id}_raw@snap`, '-'])).toBe(await rawSha256Of(dir, file));
+    });
+
+    it('records a raw image on the RBD store as Cached with its size and no cache_raw_url, reading its header in place', async () => {
+      const file = join(dir, 'raw-here.raw');
+      writeFileSync(file, Buffer.alloc(2 * 1024 * 1024, 0x43));
+      const { id } = await create({ name: 'raw-here', disk_format: 'raw', cache_raw: 'True' });
+      await upload(id, file);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 30_000);
+      expect(image.cache_raw_size).toBe(String(2 * 1024 * 1024));
+      expect(image.cache_raw_url).toBeUndefined();
+      expect(downloadsOf(id)).toEqual([]);
+      expect(workerLines(id, 'reading the image data from RBD in place')).toHaveLength(1);
+      expect(await rbdNamesOf(id)).toEqual([id]);
+    });
+
+    it("reads the header of a raw image through Glance's rbd store without a Range request, which that store refuses", async () => {
+      const file = join(dir, 'raw-elsewhere.raw');
+      writeFileSync(file, Buffer.alloc(2 * 1024 * 1024, 0x44));
+      const id = await imageAtLocation('raw-elsewhere', 'raw', file, OTHER_FSID);
+      relay.allowDownloads.add(id);
+      await askForCopy(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 30_000);
+      expect(image).toMatchObject({ cache_raw_size: String(2 * 1024 * 1024) });
+      expect(image.cache_raw_url).toBeUndefined();
+      expect(downloadsOf(id)).toHaveLength(1);
+      expect(downloadsOf(id).filter((line) => relay.ranges.has(line))).toEqual([]);
     });
 
   });

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, type ImageDataRecord } from '../../src/rawcache/source';
+import { chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, readHead, type ImageDataRecord } from '../../src/rawcache/source';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
@@ -176,6 +176,38 @@ describe('describeVerification', () => {
     [{ checksum: null, osHashAlgo: null, osHashValue: null }, expect.stringMatching(/^refused: Glance recorded no os_hash_value and no checksum/)],
   ])('says what the data of %j is checked against', (overrides, described) => {
     expect(describeVerification(record(overrides as Partial<ImageDataRecord>))).toEqual(described);
+  });
+});
+
+describe('readHead', () => {
+  test('reads the first bytes of a stream and destroys it, without reading the rest', async () => {
+    let produced = 0;
+    const stream = Readable.from(
+      (async function* generate() {
+        for (;;) {
+          produced += 16 * 1024;
+          yield Buffer.alloc(16 * 1024, produced / 1024);
+        }
+      })(),
+    );
+    const head = await readHead(() => stream, 64 * 1024, IMAGE_ID);
+    expect(head.length).toBe(64 * 1024);
+    expect(head[0]).toBe(16);
+    expect(stream.destroyed).toBe(true);
+    expect(produced).toBeLessThan(1024 * 1024);
+  });
+
+  test('gives all of an image shorter than the header', async () => {
+    expect((await readHead(chunks(data.subarray(0, 1000)), 64 * 1024, IMAGE_ID)).equals(data.subarray(0, 1000))).toBe(true);
+  });
+
+  test('gives up with a transient error when the data does not come', async () => {
+    const error = await readHead(chunks(data, 0, 'stall'), 64 * 1024, IMAGE_ID, 50).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RawCacheError);
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/did not arrive within 0.05 s; will retry/) });
   });
 });
 
