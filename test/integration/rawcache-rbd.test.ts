@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -430,6 +430,36 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
       expect(downloadsOf(id).filter((line) => relay.ranges.has(line))).toEqual([]);
     });
 
+    it('leaves a raw copy that a client has open alone (no blocklisting), and removes it once the client is gone', async () => {
+      const { id } = await create({ name: 'watched', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+      await upload(id, makeQcow2(dir, 'watched.qcow2', 16, 2, 0x45));
+      await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      const spec = `${ceph.pool}/${id}_raw`;
+      const watchersOf = async () => (JSON.parse(await ceph.rbd(['status', '--format', 'json', spec])) as { watchers: unknown[] }).watchers;
+      // A live client: `rbd watch` holds a watch on the copy until its stdin closes.
+      const watch = spawn('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'watch', spec], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const exited = new Promise((resolve) => watch.once('exit', resolve));
+      try {
+        for (let deadline = Date.now() + 30_000; (await watchersOf()).length === 0; await sleep(100)) {
+          if (Date.now() > deadline || watch.exitCode !== null) throw new Error(`rbd watch ${spec} did not register a watch`);
+        }
+        await setCacheRaw(id, 'False');
+        await worker.waitForLog(new RegExp(`"image":"${spec}".*"message":"not removing an RBD image that a client has open; will retry"`), 30_000);
+        // The copy is intact and the image still says so: nothing was unprotected, purged or cut off.
+        expect(JSON.parse(await ceph.rbd(['snap', 'ls', '--format', 'json', spec]))).toEqual([expect.objectContaining({ name: 'snap', protected: 'true' })]);
+        expect(await show(id)).toMatchObject({ cache_raw: 'False', cache_raw_status: 'Cached' });
+        expect(await watchersOf()).toHaveLength(1);
+        expect(await ceph.admin(['osd', 'blocklist', 'ls'])).not.toMatch(/127\.0\.0\.1/);
+      } finally {
+        // Closing its stdin ends `rbd watch`, which unwatches; SIGKILL only if it did not (its watch then times out).
+        watch.stdin.end();
+        const timer = setTimeout(() => watch.exitCode === null && process.kill(watch.pid!, 'SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await waitForImage(id, (i) => i.cache_raw_status === undefined && i.cache_raw_url === undefined, 60_000);
+      expect(await rbdNamesOf(id)).toEqual([id]);
+    });
   });
 
   it('made every copy of this suite from what it read out of Ceph: no image data download through Glance, but those of locations on another cluster', () => {
