@@ -50,6 +50,7 @@ export interface RawCacheConfig {
     ceph_conf: string;
     reserve_bytes: number;
     max_virtual_size_bytes: number;
+    rbd_source_pools: string[] | null;
   };
   worker: {
     concurrency: number;

@@ -1,5 +1,6 @@
 import type { RawCacheRuntime } from '../rawcache/runtime';
-import { RAW_CACHE_FIELDS, type CachedImage } from '../rawcache/state';
+import { dataRecordOf, describeVerification } from '../rawcache/source';
+import { RAW_CACHE_FIELDS, isAlreadyRaw, type CachedImage } from '../rawcache/state';
 
 /**
  * `stx-glance-proxy cache list|show|retry`: what an operator needs to see and nudge the raw cache,
@@ -52,12 +53,15 @@ export interface CacheDetail extends CacheEntry {
   copy_present: boolean;
   /** Where the copy of this image lives (or would live) on the configured target. */
   copy_url: string;
+  /** What the worker proves this image's data against (os_hash_value; md5 only when Glance has nothing else). */
+  verification: string;
 }
 
 export async function showCache(runtime: RawCacheRuntime, imageId: string): Promise<CacheDetail | undefined> {
   const image = await runtime.glance.getImage(imageId);
   if (!image) return undefined;
-  return { ...entryOf(image), copy_present: await runtime.target.exists(imageId), copy_url: runtime.target.urlFor(imageId) };
+  const verification = isAlreadyRaw(image) ? 'none needed: no copy is made of an image already in RAW' : describeVerification(dataRecordOf(image));
+  return { ...entryOf(image), copy_present: await runtime.target.exists(imageId), copy_url: runtime.target.urlFor(imageId), verification };
 }
 
 /** Queues the image for the worker as an operator's retry: an image in Error is converted again. */
@@ -85,7 +89,7 @@ export function formatTable(entries: CacheEntry[]): string {
 }
 
 export function formatDetail(detail: CacheDetail): string {
-  const keys: Array<keyof CacheDetail> = ['id', 'name', 'status', 'disk_format', 'cache_raw', ...RAW_CACHE_FIELDS, 'copy_url', 'copy_present'];
+  const keys: Array<keyof CacheDetail> = ['id', 'name', 'status', 'disk_format', 'cache_raw', ...RAW_CACHE_FIELDS, 'copy_url', 'copy_present', 'verification'];
   const width = Math.max(...keys.map((k) => k.length));
   return keys.map((k) => `${k.padEnd(width)}  ${detail[k] === null ? '' : String(detail[k])}`).join('\n');
 }

@@ -145,7 +145,7 @@ export function runCommand(command: string, args: readonly string[], options: Ru
 
 function killHard(child: ChildProcess): void {
   // SIGKILL: qemu-img and rbd have no graceful stop on SIGTERM either, and a killed run is cleaned
-  // up by the caller (partial files removed, stale RBD watchers blocklisted).
+  // up by the caller (partial files removed; an RBD partial once the OSD has dropped the dead watch).
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 

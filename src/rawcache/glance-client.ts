@@ -65,24 +65,6 @@ export class GlanceClient {
     return res;
   }
 
-  /** The first `bytes` of the image data (a Range request), to look at its header. */
-  async downloadHead(id: string, bytes: number, signal?: AbortSignal): Promise<Buffer> {
-    const res = await this.send('GET', `/v2/images/${encodeURIComponent(id)}/file`, undefined, { Range: `bytes=0-${bytes - 1}` }, signal);
-    if (res.status !== 200 && res.status !== 206) throw await this.refusal(res, 'read the start of the image data');
-    const chunks: Buffer[] = [];
-    let got = 0;
-    for await (const chunk of res) {
-      chunks.push(chunk as Buffer);
-      got += (chunk as Buffer).length;
-      // A Glance that ignores Range sends everything: stop reading once the header is in.
-      if (got >= bytes) {
-        res.destroy();
-        break;
-      }
-    }
-    return Buffer.concat(chunks).subarray(0, bytes);
-  }
-
   private async refusal(res: http.IncomingMessage & { status: number }, what: string): Promise<GlanceHttpError> {
     if (res.status >= 400) return this.json(res, what).then(() => new GlanceHttpError(res.status, `Glance refused to ${what}: ${res.status}`), (err: Error) => err as GlanceHttpError);
     res.resume();

@@ -6,12 +6,14 @@ import { join } from 'node:path';
 import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CommandAbortedError, isAbortError } from './exec';
+import type { CachedImage } from './state';
 import { RawCacheError } from './types';
 import { assertImageId } from './targets/names';
 
 /**
  * Materializes an image's data as a local file whose bytes are proven to be the ones Glance
- * recorded (os_hash_value, else checksum, and size), before any tool parses it.
+ * recorded (os_hash_value, or the md5 checksum when Glance has nothing else, and size), before any
+ * tool parses it; and chooses where the data is read from (RBD in place, or Glance's API).
  */
 
 /** What Glance recorded about the data (the image's own fields). */
@@ -25,11 +27,16 @@ export interface ImageDataRecord {
   size: number | null;
 }
 
+/** The record of an image as Glance shows it. */
+export function dataRecordOf(image: CachedImage): ImageDataRecord {
+  return { imageId: image.id, checksum: image.checksum ?? null, osHashAlgo: image.os_hash_algo ?? null, osHashValue: image.os_hash_value ?? null, size: image.size ?? null };
+}
+
 export interface VerifiedSource {
   path: string;
   bytes: number;
-  /** Which record the bytes were proven against: the multihash, the md5 checksum, or the size alone. */
-  verifiedBy: 'os_hash_value' | 'checksum' | 'size' | 'nothing';
+  /** Which record the bytes were proven against: the multihash, or (only when Glance has nothing else) the md5 checksum. */
+  verifiedBy: Verification['by'];
 }
 
 /** Opens the image data; the signal aborts it (and is aborted when the fetch gives up). */
@@ -56,38 +63,68 @@ export function nodeHashName(osHashAlgo: string): string | null {
   return getHashes().includes(name) ? name : null;
 }
 
-interface Expectation {
-  verifiedBy: VerifiedSource['verifiedBy'];
-  algorithm: string | null;
-  expected: string | null;
+/** What the data of an image is proven against. */
+export interface Verification {
+  by: 'os_hash_value' | 'checksum';
+  /** node:crypto name of the hash. */
+  algorithm: string;
+  expected: string;
+  /** How messages and `cache show` name it. */
   field: string;
 }
 
-function expectationOf(record: ImageDataRecord): Expectation {
-  if (record.osHashAlgo && record.osHashValue) {
-    const algorithm = nodeHashName(record.osHashAlgo);
-    if (algorithm !== null) {
-      return { verifiedBy: 'os_hash_value', algorithm, expected: record.osHashValue.toLowerCase(), field: `os_hash_value (${record.osHashAlgo})` };
+/**
+ * How the worker proves an image's data, decided from what Glance recorded (fields Glance never
+ * changes once set): `os_hash_value` whenever Glance has one; the md5 `checksum` only when Glance has
+ * no multihash at all (images uploaded before Glance Rocky). Throws a permanent RawCacheError, before
+ * anything is read, when Glance recorded a multihash this Node cannot compute (never a quiet step down
+ * to md5) or no hash at all (the size alone proves nothing).
+ */
+export function verificationOf(record: ImageDataRecord): Verification {
+  if (record.osHashAlgo || record.osHashValue) {
+    const algorithm = record.osHashAlgo ? nodeHashName(record.osHashAlgo) : null;
+    if (!record.osHashAlgo || !record.osHashValue || algorithm === null) {
+      throw new RawCacheError(
+        `image ${record.imageId}: Glance recorded the data's hash as os_hash_algo ${record.osHashAlgo ?? '(none)'}, ` +
+          `which this worker cannot compute (Node ${process.version}, OpenSSL ${process.versions.openssl ?? 'unknown'}): ` +
+          'refused rather than checked against a weaker hash; run the worker where OpenSSL has that algorithm, then retry the image',
+        true,
+      );
     }
+    return { by: 'os_hash_value', algorithm, expected: record.osHashValue.toLowerCase(), field: `os_hash_value (${record.osHashAlgo})` };
   }
-  if (record.checksum) return { verifiedBy: 'checksum', algorithm: 'md5', expected: record.checksum.toLowerCase(), field: 'checksum (md5)' };
-  return { verifiedBy: record.size === null ? 'nothing' : 'size', algorithm: null, expected: null, field: 'size' };
+  if (record.checksum) return { by: 'checksum', algorithm: 'md5', expected: record.checksum.toLowerCase(), field: 'checksum (md5)' };
+  throw new RawCacheError(
+    `image ${record.imageId}: Glance recorded no os_hash_value and no checksum for the image data (an image made from a location), ` +
+      'so what the worker reads cannot be verified: refused; upload or import the data through Glance, which hashes it, to get a raw copy',
+    true,
+  );
+}
+
+/** One line for operators (`cache show`): what the worker checks this image's data against. */
+export function describeVerification(record: ImageDataRecord): string {
+  try {
+    const verification = verificationOf(record);
+    return verification.by === 'checksum' ? 'checksum (md5) only: Glance recorded no os_hash_value' : verification.field;
+  } catch (error) {
+    return `refused: ${(error as Error).message.replace(/^image \S+: /, '')}`;
+  }
 }
 
 /** Counts and hashes what passes; stops the stream as soon as it carries more than `limit` bytes. */
 class Measure extends Transform {
   bytes = 0;
   constructor(
-    private readonly hash: Hash | null,
+    private readonly hash: Hash,
     private readonly limit: number | null,
     private readonly imageId: string,
   ) {
     super();
   }
 
-  /** Hex digest of everything that passed (once the stream has finished), or null when not hashing. */
-  digest(): string | null {
-    return this.hash === null ? null : this.hash.digest('hex');
+  /** Hex digest of everything that passed (once the stream has finished). */
+  digest(): string {
+    return this.hash.digest('hex');
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -96,45 +133,43 @@ class Measure extends Transform {
       callback(new RawCacheError(`image ${this.imageId}: the data source sent more than the ${this.limit} bytes Glance recorded`, false));
       return;
     }
-    this.hash?.update(chunk);
+    this.hash.update(chunk);
     callback(null, chunk);
   }
 }
 
 /**
  * Streams the data to `<workDir>/<id>.src.<random>` while hashing it, then compares with what Glance
- * recorded. Rejects with a transient RawCacheError on a short, long or corrupted download (a retry
+ * recorded (see verificationOf, whose refusals come before anything is read). Rejects with a transient RawCacheError on a short, long or corrupted download (a retry
  * fetches it again), on a full work dir and on read errors; with an AbortError when `signal` aborts.
  * The file is removed on every failure.
  */
 export async function fetchVerifiedSource(record: ImageDataRecord, from: OpenSource, workDir: string, signal: AbortSignal): Promise<VerifiedSource> {
   assertImageId(record.imageId);
+  const expectation = verificationOf(record);
   if (signal.aborted) throw new CommandAbortedError('fetch', signal.reason);
   await mkdir(workDir, { recursive: true });
   await ensureRoom(workDir, record);
 
-  const expectation = expectationOf(record);
   const path = join(workDir, `${record.imageId}.src.${randomBytes(6).toString('hex')}`);
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
-  const measure = new Measure(expectation.algorithm === null ? null : createHash(expectation.algorithm), record.size, record.imageId);
+  const measure = new Measure(createHash(expectation.algorithm), record.size, record.imageId);
   try {
     const source = await from(controller.signal);
     await pipeline(source, measure, createWriteStream(path, { flags: 'wx', mode: 0o600 }), { signal: controller.signal });
     if (record.size !== null && measure.bytes !== record.size) {
       throw new RawCacheError(`image ${record.imageId}: got ${measure.bytes} bytes where Glance recorded size ${record.size} (a truncated download); will retry`, false);
     }
-    if (expectation.expected !== null) {
-      const actual = measure.digest() ?? '';
-      if (actual !== expectation.expected) {
-        throw new RawCacheError(
-          `image ${record.imageId}: the data read does not match its ${expectation.field} (got ${actual.slice(0, 16)}..., Glance recorded ${expectation.expected.slice(0, 16)}...): a corrupted transfer, will retry; if it persists the stored data itself is damaged`,
-          false,
-        );
-      }
+    const actual = measure.digest();
+    if (actual !== expectation.expected) {
+      throw new RawCacheError(
+        `image ${record.imageId}: the data read does not match its ${expectation.field} (got ${actual.slice(0, 16)}..., Glance recorded ${expectation.expected.slice(0, 16)}...): a corrupted transfer, will retry; if it persists the stored data itself is damaged`,
+        false,
+      );
     }
-    return { path, bytes: measure.bytes, verifiedBy: expectation.verifiedBy };
+    return { path, bytes: measure.bytes, verifiedBy: expectation.by };
   } catch (error) {
     controller.abort();
     await rm(path, { force: true });
@@ -224,4 +259,95 @@ export function rbdExportReader(pool: string, image: string, snap: string, user:
     out.destroy(new RawCacheError(`rbd export ${spec} failed: ${message}`, missing));
   });
   return out;
+}
+
+/** Longest the worker waits for the first bytes of an image (its header) before trying again later. */
+export const HEAD_READ_TIMEOUT_MS = 120_000;
+
+/**
+ * The first `bytes` of the image data, read from the start of a plain stream: no Range request,
+ * which Glance's rbd store refuses ("Getting images randomly from this store is not supported").
+ * Once the header is in, the stream is destroyed, which closes the HTTP connection (or kills rbd
+ * export) instead of reading the rest of the image. Shorter images give what they have.
+ */
+export async function readHead(from: OpenSource, bytes: number, imageId: string, timeoutMs = HEAD_READ_TIMEOUT_MS): Promise<Buffer> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  // The timeout ends the wait whether or not the source itself listens to the signal.
+  const timedOut = new Promise<never>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  timedOut.catch(() => undefined);
+  const chunks: Buffer[] = [];
+  let got = 0;
+  let stream: Readable | undefined;
+  try {
+    stream = await Promise.race([Promise.resolve(from(signal)), timedOut]);
+    const reader = stream[Symbol.asyncIterator]();
+    while (got < bytes) {
+      const next = await Promise.race([reader.next(), timedOut]);
+      if (next.done) break;
+      chunks.push(next.value as Buffer);
+      got += (next.value as Buffer).length;
+    }
+  } catch (error) {
+    if (signal.aborted) {
+      throw new RawCacheError(`image ${imageId}: the first ${formatBytes(bytes)} of the image data did not arrive within ${timeoutMs / 1000} s; will retry`, false);
+    }
+    if (error instanceof RawCacheError || (error as Error).name === 'GlanceHttpError') throw error;
+    throw new RawCacheError(`image ${imageId}: reading the start of the image data failed: ${(error as Error).message}; will retry`, false);
+  } finally {
+    stream?.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, bytes);
+}
+
+/** An image location as Glance's rbd store writes it: `rbd://<fsid>/<pool>/<image>/<snap>`. */
+export interface RbdLocation {
+  fsid: string;
+  pool: string;
+  image: string;
+  snap: string;
+}
+
+/** Pool, image and snapshot names the worker hands to `rbd` (never one that reads as an option). */
+const RBD_NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]*$/;
+
+/** The location a `rbd://` URL names, or undefined for any other URL or a name `rbd` should not be given. */
+export function parseRbdLocation(url: string): RbdLocation | undefined {
+  const match = /^rbd:\/\/([^/]+)\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url);
+  if (!match) return undefined;
+  let parts: string[];
+  try {
+    parts = match.slice(1).map((part) => decodeURIComponent(part));
+  } catch {
+    return undefined;
+  }
+  const [fsid, pool, image, snap] = parts;
+  if (![pool, image, snap].every((name) => RBD_NAME.test(name))) return undefined;
+  return { fsid: fsid.toLowerCase(), pool, image, snap };
+}
+
+/** Where the worker may read image data in place: the cluster its rbd target talks to, and the pools it reads there. */
+export interface InPlaceReadPolicy {
+  fsid: string;
+  pools: readonly string[];
+}
+
+export type SourceChoice = { from: 'rbd'; location: RbdLocation } | { from: 'glance'; why: string };
+
+/**
+ * Reads RBD in place only when the location is on the very cluster the worker's target talks to
+ * (same fsid) and in a pool the worker is configured to read; anything else goes through Glance's
+ * API, which reads its locations with its own rights. A location names a cluster by its fsid only:
+ * the same pool and image names on the worker's own cluster would be other data.
+ */
+export function chooseSource(location: RbdLocation | undefined, policy: InPlaceReadPolicy | { unavailable: string }): SourceChoice {
+  if (location === undefined) return { from: 'glance', why: 'the image shows no rbd:// location the worker can read' };
+  const where = `rbd://${location.fsid}/${location.pool}/${location.image}/${location.snap}`;
+  if ('unavailable' in policy) return { from: 'glance', why: `${where} is not read in place: ${policy.unavailable}` };
+  if (location.fsid !== policy.fsid.toLowerCase()) {
+    return { from: 'glance', why: `${where} is on another Ceph cluster than the one the worker's target talks to (fsid ${policy.fsid})` };
+  }
+  if (!policy.pools.includes(location.pool)) {
+    return { from: 'glance', why: `${where} is in pool ${location.pool}, which the worker does not read in place (rawcache.target.rbd_source_pools: ${policy.pools.join(', ') || 'none'})` };
+  }
+  return { from: 'rbd', location };
 }

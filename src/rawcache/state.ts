@@ -44,13 +44,21 @@ export function isDataPending(image: CachedImage): boolean {
   return DATA_PENDING.has(image.status);
 }
 
-/**
- * An image already in RAW needs no copy: its own data is what a raw cache would hold. Its fields
- * then point at the image's own location (`Cached`, the image's size), so that consumers find a
- * RAW source the same way for every cache_raw image.
- */
+/** An image already in RAW needs no copy: its own data is what a raw cache would hold. */
 export function isAlreadyRaw(image: CachedImage): boolean {
   return image.disk_format === 'raw';
+}
+
+/**
+ * What an image already in RAW records: `Cached` with the image's size, and no cache_raw_url.
+ * The URL would have to name where the image's own data lives, and a property is shown to every
+ * reader of the image, whatever Glance's show_image_direct_url, show_multiple_locations and
+ * location policy hide from them; once written it would also outlive a change of those settings
+ * or of the image's locations. Consumers that may see the location read it from Glance
+ * (direct_url, locations), as Cinder does for any RAW image.
+ */
+export function ownDataFields(image: CachedImage): Record<string, string> {
+  return { cache_raw_status: 'Cached', cache_raw_size: String(image.size ?? '-') };
 }
 
 export function hasRawCacheFields(image: CachedImage): boolean {
@@ -66,6 +74,8 @@ export function needsRawCacheWork(image: CachedImage): boolean {
   if (isGone(image)) return false;
   if (!wantsRawCopy(image)) return hasRawCacheFields(image);
   if (isDataPending(image)) return true;
+  // A location recorded as the cache_raw_url of a RAW image (by earlier versions) is taken back.
+  if (isAlreadyRaw(image) && image.cache_raw_url !== undefined) return image.status === 'active';
   if (image.status !== 'active') return false;
   // Queued, Caching: a job holds the image (a retry waits out its backoff); the sweep looks after
   // the ones that stay so too long.

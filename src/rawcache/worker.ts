@@ -8,8 +8,9 @@ import { isAbortError } from './exec';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
 import { decideRetry, retrySettingsOf } from './retry';
-import { fetchVerifiedSource, rbdExportReader } from './source';
-import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, wantsRawCopy, type CachedImage } from './state';
+import { RbdRawCopyTarget } from './targets/rbd';
+import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, readHead, type InPlaceReadPolicy, type RbdLocation } from './source';
+import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, ownDataFields, wantsRawCopy, type CachedImage } from './state';
 import { OwnershipLostError, RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
 /** How often an import still running is looked at again (it does not count as a failure). */
@@ -47,14 +48,15 @@ function causeOf(err: unknown): unknown {
   return err;
 }
 
-interface RbdLocation { pool: string; image: string; snap: string }
-
-/** `rbd://<fsid>/<pool>/<image>/<snap>`, as Glance's rbd store writes image locations. */
+/**
+ * The image's first `rbd://<fsid>/<pool>/<image>/<snap>` location (as Glance's rbd store writes
+ * them), from `locations` or `direct_url`: whichever Glance shows the worker.
+ */
 export function rbdLocationOf(image: CachedImage): RbdLocation | undefined {
   const urls = [...(image.locations ?? []).map((l) => l.url), image.direct_url].filter((u): u is string => typeof u === 'string');
   for (const url of urls) {
-    const m = /^rbd:\/\/[^/]+\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url);
-    if (m) return { pool: decodeURIComponent(m[1]), image: decodeURIComponent(m[2]), snap: decodeURIComponent(m[3]) };
+    if (!url.startsWith('rbd://')) continue;
+    return parseRbdLocation(url);
   }
   return undefined;
 }
@@ -117,7 +119,7 @@ export class RawCacheWorker {
     if (image!.status !== 'active') return job.complete();
     if (isAlreadyRaw(image!)) {
       await job.confirmOwnership();
-      return this.recordOwnData(image!, job);
+      return this.recordOwnData(image!, job, log);
     }
     if (image!.cache_raw_status === 'Error' && job.reason !== 'operator' && job.reason !== 'update') return job.complete();
     if (image!.cache_raw_status === 'Cached' && image!.cache_raw_url === target.urlFor(image!.id) && (await target.exists(image!.id))) {
@@ -152,18 +154,22 @@ export class RawCacheWorker {
     return job.complete();
   }
 
-  private async recordOwnData(image: CachedImage, job: ClaimedJob): Promise<void> {
+  /**
+   * An image already in RAW gets no copy: it is recorded Cached, with its size and without a
+   * cache_raw_url (ownDataFields says why). Its header is still read, without a Range request,
+   * to refuse a qcow2 or other container uploaded as raw.
+   */
+  private async recordOwnData(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
     await this.deps.target.remove(image.id);
-    const disguised = containerFormatInHeader(await this.deps.glance.downloadHead(image.id, RAW_HEADER_BYTES));
+    const disguised = containerFormatInHeader(await readHead((signal) => this.openSource(image, signal, 'header'), RAW_HEADER_BYTES, image.id));
+    await job.confirmOwnership();
     if (disguised) {
       const message = `The image data is ${disguised}, not raw as its disk_format says: refused (set disk_format to ${disguised} and upload again).`;
       await this.deps.glance.updateProperties(image, { cache_raw_status: 'Error', cache_raw_error: message, cache_raw_size: '-' }, ['cache_raw_url']);
       return job.complete();
     }
-    const own = image.direct_url ?? image.locations?.[0]?.url;
-    const fields: Record<string, string> = { cache_raw_status: 'Cached', cache_raw_size: String(image.size ?? '-') };
-    if (own) fields.cache_raw_url = own;
-    await this.deps.glance.updateProperties(image, fields, own ? ['cache_raw_error'] : ['cache_raw_error', 'cache_raw_url']);
+    await this.deps.glance.updateProperties(image, ownDataFields(image), ['cache_raw_error', 'cache_raw_url']);
+    log.info('image is already raw: recorded Cached, no copy made', { size: image.size });
     return job.complete();
   }
 
@@ -267,11 +273,39 @@ export class RawCacheWorker {
     for (const name of stale) await rm(join(dir, name), { force: true });
   }
 
-  private openSource(image: CachedImage, signal: AbortSignal): Promise<Readable> | Readable {
-    const { target } = this.deps.config;
-    const rbd = rbdLocationOf(image);
-    // Straight from Ceph when the image lives there and this worker can reach the cluster.
-    if (rbd && target.kind === 'rbd') return rbdExportReader(rbd.pool, rbd.image, rbd.snap, target.rbd_user, target.ceph_conf, signal);
+  /**
+   * The image data, from RBD in place when chooseSource allows it (the location is on the target's
+   * own cluster, in a pool the worker reads), else through Glance's API. `purpose` only shapes the
+   * log: a copy logs how its data will be verified (a warning when md5 is all Glance has).
+   */
+  private async openSource(image: CachedImage, signal: AbortSignal, purpose: 'copy' | 'header' = 'copy'): Promise<Readable> {
+    const { target } = this.deps;
+    const log = this.deps.logger.child({ image_id: image.id });
+    const location = rbdLocationOf(image);
+    let policy: InPlaceReadPolicy | { unavailable: string };
+    if (!(target instanceof RbdRawCopyTarget)) {
+      policy = { unavailable: 'the raw-copy target is not Ceph RBD' };
+    } else if (location === undefined) {
+      policy = { unavailable: 'no location to read' };
+    } else {
+      const fsid = await target.clusterFsid().then(
+        (value) => value,
+        (error: Error) => ({ unavailable: `the fsid of the target's Ceph cluster is unknown (${error.message})` }),
+      );
+      policy = typeof fsid === 'string' ? { fsid, pools: this.deps.config.target.rbd_source_pools ?? [target.pool] } : fsid;
+    }
+    const choice = chooseSource(location, policy);
+    const verification = describeVerification(dataRecordOf(image));
+    const fields = { purpose, ...(purpose === 'copy' ? { verified_by: verification } : {}) };
+    if (purpose === 'copy' && verification.startsWith('checksum')) {
+      log.warn('verifying the image data against its md5 checksum only: Glance recorded no os_hash_value', fields);
+    }
+    if (choice.from === 'rbd' && target instanceof RbdRawCopyTarget) {
+      const { pool, image: name, snap } = choice.location;
+      log.info('reading the image data from RBD in place', { ...fields, source: `${pool}/${name}@${snap}` });
+      return rbdExportReader(pool, name, snap, target.user, target.cephConf, signal);
+    }
+    log.info("reading the image data through Glance's API", { ...fields, why: choice.from === 'glance' ? choice.why : '' });
     return this.deps.glance.download(image.id, signal);
   }
 

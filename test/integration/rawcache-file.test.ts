@@ -46,8 +46,11 @@ describe('raw cache with the file store and the SQLite queue', () => {
   };
 
   beforeAll(async () => {
-    glance = await startGlance();
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-file-'));
+    // Glance's default: direct_url hidden from every reader. Locations stay visible (the dev Glance's
+    // show_multiple_locations), as to the admin a worker runs as where policy shows them only to admins.
+    writeFileSync(join(dir, 'glance-defaults.conf'), '[DEFAULT]\nshow_image_direct_url = False\n');
+    glance = await startGlance({ extraConf: join(dir, 'glance-defaults.conf') });
     rawDir = join(dir, 'raw');
     opsPort = await freePort();
     configFile = writeRawCacheConfig(dir, { upstream: glance.url, extra: { metrics: { worker_listen: `127.0.0.1:${opsPort}` } } });
@@ -122,14 +125,30 @@ describe('raw cache with the file store and the SQLite queue', () => {
     expect(statSync(copyPath(id)).isFile()).toBe(true);
   });
 
-  it('records an image already in RAW as Cached at its own location, without a copy', async () => {
+  it('records an image already in RAW as Cached with its size, without a copy and without revealing its location', async () => {
     const id = await create({ name: 'raw', disk_format: 'raw', cache_raw: 'True' });
     writeFileSync(join(dir, 'disk.raw'), Buffer.alloc(1024 * 1024, 7));
     await upload(id, join(dir, 'disk.raw'));
     const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
-    expect(image.cache_raw_url).toBe(image.direct_url);
+    expect(image.direct_url).toBeUndefined();
+    expect(image.cache_raw_url).toBeUndefined();
     expect(image.cache_raw_size).toBe(String(1024 * 1024));
+    // Nothing in the raw-cache fields names where the data lives (Glance's own locations show it to whom its policy allows).
+    expect(Object.keys(image).filter((key) => key.startsWith('cache_raw')).sort()).toEqual(['cache_raw', 'cache_raw_size', 'cache_raw_status']);
     expect(() => statSync(copyPath(id))).toThrow();
+
+    // A location an earlier version recorded as the cache_raw_url is taken back by the sweep.
+    const leak = await direct.request({
+      method: 'PATCH',
+      path: `/v2/images/${id}`,
+      headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+      body: JSON.stringify([{ op: 'add', path: '/cache_raw_url', value: `file://${glance.storeDir}${id}` }]),
+    });
+    expect(leak.status).toBe(200);
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'reconcile', '--config', configFile, '--json']);
+    expect(JSON.parse(stdout).requeued).toContain(id);
+    const repaired = await waitForImage(id, (i) => i.cache_raw_url === undefined);
+    expect(repaired).toMatchObject({ cache_raw_status: 'Cached', cache_raw_size: String(1024 * 1024) });
   });
 
   it('removes the copy and the fields when cache_raw is turned off', async () => {
@@ -157,6 +176,80 @@ describe('raw cache with the file store and the SQLite queue', () => {
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline && readdirSync(rawDir).some((n) => n.startsWith(id))) await sleep(200);
     expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+  });
+
+  describe('verification of the data against what Glance recorded', () => {
+    const cli = async (...args: string[]) => JSON.parse((await promisify(execFile)(process.execPath, [CLI, ...args, '--config', configFile, '--json'])).stdout);
+    const setCacheRaw = async (id: string) => {
+      const res = await client.request({
+        method: 'PATCH',
+        path: `/v2/images/${id}`,
+        headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+        body: JSON.stringify([{ op: 'add', path: '/cache_raw', value: 'True' }]),
+      });
+      expect(res.status).toBe(200);
+    };
+    /**
+     * Rewrites the hash Glance recorded for an image in Glance's own database: the record of an image
+     * uploaded before Glance Rocky (no multihash), or of a Glance hashing with an algorithm the worker lacks.
+     */
+    const setGlanceHash = (id: string, algo: string | null, value: string | null) =>
+      promisify(execFile)('/usr/bin/python3', [
+        '-c',
+        'import sqlite3, sys\nwith sqlite3.connect(sys.argv[1]) as db:\n    db.execute("UPDATE images SET os_hash_algo = ?, os_hash_value = ? WHERE id = ?", (sys.argv[2] or None, sys.argv[3] or None, sys.argv[4]))',
+        join(glance.workDir, 'glance.sqlite'),
+        algo ?? '',
+        value ?? '',
+        id,
+      ]);
+    const workerLines = (id: string, message: string) =>
+      workers.flatMap((w) => w.logs().split('\n')).filter((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}`));
+
+    beforeAll(async () => {
+      if (workers.length === 0) await startAWorker();
+    });
+
+    it('proves the data against the md5 checksum only when Glance recorded no os_hash_value, and says so in the log and in cache show', async () => {
+      const id = await create({ name: 'md5-only' });
+      await upload(id, makeQcow2(dir, 'md5-only.qcow2', 16, 1, 0x61));
+      await setGlanceHash(id, null, null);
+      expect((await direct.get(`/v2/images/${id}`)).json()).toMatchObject({ os_hash_algo: null, os_hash_value: null, checksum: expect.stringMatching(/^[0-9a-f]{32}$/) });
+      await setCacheRaw(id);
+      await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(workerLines(id, 'verifying the image data against its md5 checksum only')).toHaveLength(1);
+      expect(await cli('cache', 'show', id)).toMatchObject({ cache_raw_status: 'Cached', verification: 'checksum (md5) only: Glance recorded no os_hash_value' });
+
+      const sha512 = await create({ name: 'sha512', cache_raw: 'True' });
+      await upload(sha512, makeQcow2(dir, 'sha512.qcow2', 16, 1, 0x62));
+      await waitForImage(sha512, (i) => i.cache_raw_status === 'Cached');
+      expect(workerLines(sha512, 'verifying the image data against its md5 checksum only')).toEqual([]);
+      expect(await cli('cache', 'show', sha512)).toMatchObject({ verification: 'os_hash_value (sha512)' });
+    });
+
+    it('refuses, without reading it, an image whose os_hash_algo the worker cannot compute, instead of stepping down to md5', async () => {
+      const id = await create({ name: 'whirlpool' });
+      await upload(id, makeQcow2(dir, 'whirlpool.qcow2', 16, 1, 0x63));
+      await setGlanceHash(id, 'whirlpool', 'ab'.repeat(64));
+      await setCacheRaw(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 60_000, false);
+      expect(image.cache_raw_error).toMatch(/os_hash_algo whirlpool, which this worker cannot compute .*refused rather than checked against a weaker hash/);
+      expect(workerLines(id, "reading the image data through Glance's API")).toEqual([]);
+      expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+    });
+
+    it('refuses data that no longer matches its os_hash_value (damaged in the store), after max_attempts, leaving nothing', async () => {
+      const id = await create({ name: 'damaged' });
+      await upload(id, makeQcow2(dir, 'damaged.qcow2', 16, 1, 0x64));
+      const stored = join(glance.storeDir, id);
+      const bytes = readFileSync(stored);
+      bytes[bytes.length - 1] ^= 0xff;
+      writeFileSync(stored, bytes);
+      await setCacheRaw(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 60_000, false);
+      expect(image.cache_raw_error).toMatch(/^The RAW copy failed 2 times; last error: image \S+: the data read does not match its os_hash_value \(sha512\)/);
+      expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+      expect(readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id))).toEqual([]);
+    });
   });
 
   it.each([

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -69,21 +69,30 @@ interface GlanceRelay {
   seen: string[];
   /** The image data downloads it refused. */
   refused: string[];
+  /** Images whose data downloads are passed on (those the worker must read through Glance). */
+  allowDownloads: Set<string>;
+  /** The Range headers of the requests passed on, by "METHOD /path". */
+  ranges: Map<string, string>;
   close(): Promise<void>;
 }
 
 /**
  * Glance as the worker sees it: everything is relayed to the real Glance except `GET .../file`,
- * which gets a 403. A worker that tried to read image data through Glance's API would fail.
+ * which gets a 403 unless the image is in `allowDownloads`. A worker that tried to read image data
+ * through Glance's API would fail.
  */
 async function startDownloadRefusingRelay(glanceUrl: string): Promise<GlanceRelay> {
   const upstream = new URL(glanceUrl);
   const seen: string[] = [];
   const refused: string[] = [];
+  const allowDownloads = new Set<string>();
+  const ranges = new Map<string, string>();
   const server: Server = createServer((req, res) => {
     const line = `${req.method} ${req.url}`;
     seen.push(line);
-    if (req.method === 'GET' && /^\/v2\/images\/[^/?]+\/file(\?|$)/.test(req.url ?? '')) {
+    if (req.headers.range !== undefined) ranges.set(line, req.headers.range);
+    const download = /^\/v2\/images\/([^/?]+)\/file(\?|$)/.exec(req.url ?? '');
+    if (req.method === 'GET' && download && !allowDownloads.has(download[1])) {
       refused.push(line);
       req.resume();
       res.writeHead(403, { 'Content-Type': 'text/plain' });
@@ -106,6 +115,8 @@ async function startDownloadRefusingRelay(glanceUrl: string): Promise<GlanceRela
     url: `http://127.0.0.1:${port}`,
     seen,
     refused,
+    allowDownloads,
+    ranges,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
@@ -334,8 +345,127 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
   }, 240_000);
 
-  it('made every copy of this suite from what it read out of Ceph: no image data download through Glance, ever', () => {
+  describe('trust: where image data is read from, what a raw image records, what removal spares', () => {
+    /** Not the test cluster's fsid: a location naming it is on some other Ceph cluster. */
+    const OTHER_FSID = '0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5';
+    let glanceDirect: HttpClient;
+
+    beforeAll(() => {
+      glanceDirect = new HttpClient(glance.url);
+    });
+    afterAll(() => glanceDirect?.destroy());
+
+    /**
+     * An image whose only location is `rbd://<fsid>/images/<data>/snap`, where <data> is an image
+     * uploaded here with `file`, and with that image's checksum and os_hash as validation data. Glance
+     * reads such a location from its own cluster whatever fsid it names (glance_store ignores it).
+     */
+    const imageAtLocation = async (name: string, diskFormat: string, file: string, fsid: string): Promise<string> => {
+      const data = await create({ name: `${name}-data`, disk_format: diskFormat });
+      await upload(data.id, file);
+      const uploaded = await show(data.id);
+      const image = await create({ name, disk_format: diskFormat });
+      const location = {
+        url: `rbd://${fsid}/${ceph.pool}/${data.id}/snap`,
+        metadata: { store: 'ceph' },
+        validation_data: { checksum: uploaded.checksum, os_hash_algo: uploaded.os_hash_algo, os_hash_value: uploaded.os_hash_value },
+      };
+      const res = await glanceDirect.request({
+        method: 'PATCH',
+        path: `/v2/images/${image.id}`,
+        headers: { 'Content-Type': PATCH_V21 },
+        body: JSON.stringify([{ op: 'add', path: '/locations/-', value: location }]),
+      });
+      expect({ status: res.status, body: res.status === 200 ? '' : res.text() }).toEqual({ status: 200, body: '' });
+      return image.id;
+    };
+    const askForCopy = async (id: string) => {
+      const res = await client.request({
+        method: 'PATCH',
+        path: `/v2/images/${id}`,
+        headers: { 'Content-Type': PATCH_V21 },
+        body: JSON.stringify([{ op: 'add', path: '/cache_raw', value: 'True' }]),
+      });
+      expect(res.status).toBe(200);
+    };
+    const downloadsOf = (id: string) => relay.seen.filter((line) => line.startsWith(`GET /v2/images/${id}/file`));
+    const workerLines = (id: string, message: string) => worker.logs().split('\n').filter((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}"`));
+
+    it('reads a location on another Ceph cluster (another fsid) through Glance, never in place', async () => {
+      const file = makeQcow2(dir, 'elsewhere.qcow2', 32, 4, 0x41);
+      const id = await imageAtLocation('elsewhere', 'qcow2', file, OTHER_FSID);
+      relay.allowDownloads.add(id);
+      await askForCopy(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(image.cache_raw_url).toBe(`rbd://${ceph.fsid}/${ceph.pool}/${id}_raw/snap`);
+      expect(downloadsOf(id)).toHaveLength(1);
+      expect(workerLines(id, "reading the image data through Glance's API")[0]).toMatch(/another Ceph cluster than the one the worker's target talks to/);
+      expect(workerLines(id, 'reading the image data from RBD in place')).toEqual([]);
+      expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', `${ceph.pool}/${id}_raw@snap`, '-'])).toBe(await rawSha256Of(dir, file));
+    });
+
+    it('records a raw image on the RBD store as Cached with its size and no cache_raw_url, reading its header in place', async () => {
+      const file = join(dir, 'raw-here.raw');
+      writeFileSync(file, Buffer.alloc(2 * 1024 * 1024, 0x43));
+      const { id } = await create({ name: 'raw-here', disk_format: 'raw', cache_raw: 'True' });
+      await upload(id, file);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 30_000);
+      expect(image.cache_raw_size).toBe(String(2 * 1024 * 1024));
+      expect(image.cache_raw_url).toBeUndefined();
+      expect(downloadsOf(id)).toEqual([]);
+      expect(workerLines(id, 'reading the image data from RBD in place')).toHaveLength(1);
+      expect(await rbdNamesOf(id)).toEqual([id]);
+    });
+
+    it("reads the header of a raw image through Glance's rbd store without a Range request, which that store refuses", async () => {
+      const file = join(dir, 'raw-elsewhere.raw');
+      writeFileSync(file, Buffer.alloc(2 * 1024 * 1024, 0x44));
+      const id = await imageAtLocation('raw-elsewhere', 'raw', file, OTHER_FSID);
+      relay.allowDownloads.add(id);
+      await askForCopy(id);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 30_000);
+      expect(image).toMatchObject({ cache_raw_size: String(2 * 1024 * 1024) });
+      expect(image.cache_raw_url).toBeUndefined();
+      expect(downloadsOf(id)).toHaveLength(1);
+      expect(downloadsOf(id).filter((line) => relay.ranges.has(line))).toEqual([]);
+    });
+
+    it('leaves a raw copy that a client has open alone (no blocklisting), and removes it once the client is gone', async () => {
+      const { id } = await create({ name: 'watched', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
+      await upload(id, makeQcow2(dir, 'watched.qcow2', 16, 2, 0x45));
+      await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      const spec = `${ceph.pool}/${id}_raw`;
+      const watchersOf = async () => (JSON.parse(await ceph.rbd(['status', '--format', 'json', spec])) as { watchers: unknown[] }).watchers;
+      // A live client: `rbd watch` holds a watch on the copy until its stdin closes.
+      const watch = spawn('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'watch', spec], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const exited = new Promise((resolve) => watch.once('exit', resolve));
+      try {
+        for (let deadline = Date.now() + 30_000; (await watchersOf()).length === 0; await sleep(100)) {
+          if (Date.now() > deadline || watch.exitCode !== null) throw new Error(`rbd watch ${spec} did not register a watch`);
+        }
+        await setCacheRaw(id, 'False');
+        await worker.waitForLog(new RegExp(`"image":"${spec}".*"message":"not removing an RBD image that a client has open; will retry"`), 30_000);
+        // The copy is intact and the image still says so: nothing was unprotected, purged or cut off.
+        expect(JSON.parse(await ceph.rbd(['snap', 'ls', '--format', 'json', spec]))).toEqual([expect.objectContaining({ name: 'snap', protected: 'true' })]);
+        expect(await show(id)).toMatchObject({ cache_raw: 'False', cache_raw_status: 'Cached' });
+        expect(await watchersOf()).toHaveLength(1);
+        expect(await ceph.admin(['osd', 'blocklist', 'ls'])).not.toMatch(/127\.0\.0\.1/);
+      } finally {
+        // Closing its stdin ends `rbd watch`, which unwatches; SIGKILL only if it did not (its watch then times out).
+        watch.stdin.end();
+        const timer = setTimeout(() => watch.exitCode === null && process.kill(watch.pid!, 'SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await waitForImage(id, (i) => i.cache_raw_status === undefined && i.cache_raw_url === undefined, 60_000);
+      expect(await rbdNamesOf(id)).toEqual([id]);
+    });
+  });
+
+  it('made every copy of this suite from what it read out of Ceph: no image data download through Glance, but those of locations on another cluster', () => {
     expect(relay.refused).toEqual([]);
+    const downloaded = relay.seen.filter((line) => /^GET \/v2\/images\/[^/]+\/file/.test(line));
+    expect(downloaded.filter((line) => ![...relay.allowDownloads].some((id) => line.includes(id)))).toEqual([]);
     expect(worker.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"')).length).toBeGreaterThanOrEqual(5);
   });
 });

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { fetchVerifiedSource, nodeHashName, type ImageDataRecord } from '../../src/rawcache/source';
+import { chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, readHead, type ImageDataRecord } from '../../src/rawcache/source';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
@@ -61,14 +61,29 @@ describe('fetchVerifiedSource', () => {
     expect(source.verifiedBy).toBe('checksum');
   });
 
-  test('uses the md5 checksum when Node cannot compute the os_hash_algo', async () => {
-    const source = await fetchVerifiedSource(record({ osHashAlgo: 'whirlpool-9000' }), chunks(data), workDir, never());
-    expect(source.verifiedBy).toBe('checksum');
+  test('refuses, before opening the source, an os_hash_algo this Node cannot compute (never falls back to md5)', async () => {
+    let opened = false;
+    const open = () => {
+      opened = true;
+      return chunks(data)();
+    };
+    const error = await failure(fetchVerifiedSource(record({ osHashAlgo: 'whirlpool-9000' }), open, workDir, never()));
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/os_hash_algo whirlpool-9000, which this worker cannot compute .*refused rather than checked against a weaker hash/);
+    expect(opened).toBe(false);
+    expect(await readdir(workDir)).toEqual([]);
   });
 
-  test('checks only the size when Glance recorded no hash', async () => {
-    const source = await fetchVerifiedSource(record({ checksum: null, osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never());
-    expect(source.verifiedBy).toBe('size');
+  test('refuses an image for which Glance recorded no hash at all (the size alone proves nothing)', async () => {
+    const error = await failure(fetchVerifiedSource(record({ checksum: null, osHashAlgo: null, osHashValue: null }), chunks(data), workDir, never()));
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/no os_hash_value and no checksum .*cannot be verified: refused/);
+    expect(await readdir(workDir)).toEqual([]);
+  });
+
+  test('proves the data against os_hash_value, not the md5 checksum, when Glance has both', async () => {
+    const source = await fetchVerifiedSource(record({ checksum: 'd41d8cd98f00b204e9800998ecf8427e' }), chunks(data), workDir, never());
+    expect(source.verifiedBy).toBe('os_hash_value');
   });
 
   test('a checksum mismatch is a transient error and leaves no file behind', async () => {
@@ -150,5 +165,73 @@ describe('nodeHashName', () => {
 
   test('answers null for an algorithm Node does not have', () => {
     expect(nodeHashName('whirlpool-9000')).toBeNull();
+  });
+});
+
+describe('describeVerification', () => {
+  test.each([
+    [{}, 'os_hash_value (sha512)'],
+    [{ osHashAlgo: null, osHashValue: null }, 'checksum (md5) only: Glance recorded no os_hash_value'],
+    [{ osHashAlgo: 'whirlpool-9000' }, expect.stringMatching(/^refused: Glance recorded the data's hash as os_hash_algo whirlpool-9000/)],
+    [{ checksum: null, osHashAlgo: null, osHashValue: null }, expect.stringMatching(/^refused: Glance recorded no os_hash_value and no checksum/)],
+  ])('says what the data of %j is checked against', (overrides, described) => {
+    expect(describeVerification(record(overrides as Partial<ImageDataRecord>))).toEqual(described);
+  });
+});
+
+describe('readHead', () => {
+  test('reads the first bytes of a stream and destroys it, without reading the rest', async () => {
+    let produced = 0;
+    const stream = Readable.from(
+      (async function* generate() {
+        for (;;) {
+          produced += 16 * 1024;
+          yield Buffer.alloc(16 * 1024, produced / 1024);
+        }
+      })(),
+    );
+    const head = await readHead(() => stream, 64 * 1024, IMAGE_ID);
+    expect(head.length).toBe(64 * 1024);
+    expect(head[0]).toBe(16);
+    expect(stream.destroyed).toBe(true);
+    expect(produced).toBeLessThan(1024 * 1024);
+  });
+
+  test('gives all of an image shorter than the header', async () => {
+    expect((await readHead(chunks(data.subarray(0, 1000)), 64 * 1024, IMAGE_ID)).equals(data.subarray(0, 1000))).toBe(true);
+  });
+
+  test('gives up with a transient error when the data does not come', async () => {
+    const error = await readHead(chunks(data, 0, 'stall'), 64 * 1024, IMAGE_ID, 50).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(RawCacheError);
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/did not arrive within 0.05 s; will retry/) });
+  });
+});
+
+describe('where the image data is read from', () => {
+  const FSID = '840f16bc-3238-4adb-8700-6b9876c23462';
+  const OTHER = '11111111-2222-4333-8444-555555555555';
+  const at = (fsid: string, pool = 'images') => parseRbdLocation(`rbd://${fsid}/${pool}/${IMAGE_ID}/snap`);
+
+  test('parses the rbd:// locations Glance writes, and nothing else', () => {
+    expect(at(FSID.toUpperCase())).toEqual({ fsid: FSID, pool: 'images', image: IMAGE_ID, snap: 'snap' });
+    expect(parseRbdLocation(`file:///var/lib/glance/images/${IMAGE_ID}`)).toBeUndefined();
+    expect(parseRbdLocation(`rbd://${FSID}/images/${IMAGE_ID}`)).toBeUndefined();
+    // A name rbd would read as an option, or one with a separator, is never handed to rbd.
+    expect(parseRbdLocation(`rbd://${FSID}/--conf=x/${IMAGE_ID}/snap`)).toBeUndefined();
+    expect(parseRbdLocation(`rbd://${FSID}/images/a%40b/snap`)).toBeUndefined();
+  });
+
+  test('reads in place only on the same cluster and in a pool the worker reads', () => {
+    const policy = { fsid: FSID, pools: ['images'] };
+    expect(chooseSource(at(FSID), policy)).toEqual({ from: 'rbd', location: at(FSID) });
+    expect(chooseSource(at(OTHER), policy)).toEqual({ from: 'glance', why: expect.stringMatching(/is on another Ceph cluster than the one the worker's target talks to/) });
+    expect(chooseSource(at(FSID, 'volumes'), policy)).toEqual({ from: 'glance', why: expect.stringMatching(/in pool volumes, which the worker does not read in place/) });
+    expect(chooseSource(at(FSID), { fsid: FSID, pools: [] })).toMatchObject({ from: 'glance' });
+    expect(chooseSource(undefined, policy)).toMatchObject({ from: 'glance' });
+    expect(chooseSource(at(FSID), { unavailable: 'the raw-copy target is not Ceph RBD' })).toEqual({ from: 'glance', why: expect.stringMatching(/not read in place: the raw-copy target is not Ceph RBD/) });
   });
 });

@@ -299,18 +299,15 @@ export class RbdRawCopyTarget implements RawCopyTarget {
 
   /**
    * Unprotects and purges the snapshots, then removes the image; nothing to do when it is missing.
-   * `ownedPartial`: the image is one of our partial copies, which only our writer ever opens. A
-   * writer killed mid-copy leaves its watch and exclusive lock behind for the OSD's watch timeout
-   * (30 s), during which snapshot and remove calls wait; its address is blocklisted first, as
-   * librbd itself does to break a dead owner's lock.
+   * An image with watchers is open in a live client (a watch lasts only as long as its client keeps
+   * renewing it: the OSD drops a dead client's watch after its timeout, 30 s by default), so it is
+   * left alone and the removal fails, to be retried: never blocklisted, which would cut that client
+   * off the whole cluster. Once no watch is left, librbd breaks a dead writer's exclusive lock by
+   * itself. `ownedPartial` names our own temporary copy in messages.
    */
   private async removeImage(imageName: string, ownedPartial: boolean): Promise<void> {
     const spec = `${this.pool}/${imageName}`;
-    if (ownedPartial) {
-      await this.breakStaleClients(spec).catch((error: unknown) =>
-        this.logger.warn('could not look for stale clients of a partial raw copy', { image: spec, error: (error as Error).message }),
-      );
-    }
+    await this.refuseWhileOpen(spec, ownedPartial);
     const snapshots = await this.snapshots(imageName);
     if (snapshots === null) return;
     for (const snap of snapshots.filter((s) => s.protected)) {
@@ -330,35 +327,27 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     }
     const removal = await this.rbd(['rm', '--no-progress', spec], undefined, this.removeTimeoutMs);
     if (isMissing(removal)) return;
-    if (/still has watchers/i.test(removal.stderr)) {
-      throw new RawCacheError(`${spec} is still open by a client (it has watchers); will retry`, false);
-    }
+    if (/still has watchers/i.test(removal.stderr)) throw this.openByClients(spec, ownedPartial, []);
     this.check(removal, `rbd rm ${spec}`);
     this.logger.info('rbd image removed', { image: spec });
   }
 
-  private async breakStaleClients(spec: string): Promise<void> {
-    const addresses = new Set<string>();
+  /** Fails (transiently) while `rbd status` lists watchers of the image: a client has it open. */
+  private async refuseWhileOpen(spec: string, ownedPartial: boolean): Promise<void> {
     const status = await this.rbd(['status', '--format', 'json', spec]);
     if (isMissing(status)) return;
     const watchers = parseJson<{ watchers?: Array<{ address?: unknown }> }>(this.check(status, `rbd status ${spec}`), 'rbd status').watchers ?? [];
-    for (const watcher of watchers) if (typeof watcher.address === 'string') addresses.add(watcher.address);
-    const locks = await this.rbd(['lock', 'ls', '--format', 'json', spec]);
-    if (locks.code === 0) {
-      const parsed = parseJson<unknown>(locks, 'rbd lock ls');
-      const entries = Array.isArray(parsed) ? parsed : Object.values((parsed ?? {}) as Record<string, unknown>);
-      for (const entry of entries as Array<{ address?: unknown }>) if (typeof entry?.address === 'string') addresses.add(entry.address);
-    }
-    for (const address of addresses) {
-      this.logger.info('blocklisting the client left on a partial raw copy', { image: spec, address });
-      let result = await this.ceph(['osd', 'blocklist', 'add', address]);
-      // Ceph before 16 (Pacific) names the command "blacklist".
-      if (result.code !== 0 && /invalid command|unrecognized/i.test(result.stderr)) result = await this.ceph(['osd', 'blacklist', 'add', address]);
-      if (result.code !== 0) {
-        // Not fatal: the removal then waits out the OSD's watch timeout instead.
-        this.logger.warn('could not blocklist a stale client; removal waits for its watch to time out', { image: spec, address, error: stderrSummary(result) });
-      }
-    }
+    const addresses = watchers.map((watcher) => String(watcher.address ?? 'unknown address'));
+    if (addresses.length > 0) throw this.openByClients(spec, ownedPartial, addresses);
+  }
+
+  private openByClients(spec: string, ownedPartial: boolean, addresses: string[]): RawCacheError {
+    this.logger.warn('not removing an RBD image that a client has open; will retry', { image: spec, watchers: addresses, partial: ownedPartial });
+    const who = addresses.length > 0 ? ` (watchers: ${addresses.join(', ')})` : '';
+    const hint = ownedPartial
+      ? 'a conversion that stopped mid-copy keeps its watch until the OSD drops it (about 30 s)'
+      : 'find the client with `rbd status` and close it (an rbd map, a running export or a VM)';
+    return new RawCacheError(`the RBD image ${spec} is open by a client${who}, so it is not removed: ${hint}; will retry`, false);
   }
 
   private rbd(args: string[], signal?: AbortSignal, timeoutMs: number = this.commandTimeoutMs): Promise<RunResult> {
