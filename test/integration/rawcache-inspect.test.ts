@@ -4,7 +4,7 @@ import { open, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { inspectImage } from '../../src/rawcache/inspect';
+import { inspectImage, measureRawCopy } from '../../src/rawcache/inspect';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const run = promisify(execFile);
@@ -45,7 +45,7 @@ describe('inspectImage with the real qemu-img', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test.each([
+  const accepted: Array<[string, string, string]> = [
     ['qcow2', 'disk.qcow2', 'qcow2'],
     ['raw', 'disk.raw', 'raw'],
     ['vmdk', 'disk.vmdk', 'vmdk'],
@@ -56,11 +56,21 @@ describe('inspectImage with the real qemu-img', () => {
     ['vhdx', 'disk.vhdx', 'vhdx'],
     ['iso', 'disk.raw', 'raw'],
     ['ami', 'disk.raw', 'raw'],
-  ])('accepts disk_format %s (%s) as qemu-img format %s with its virtual size', async (diskFormat, file, format) => {
+  ];
+
+  test.each(accepted)('accepts disk_format %s (%s) as qemu-img format %s with its virtual size', async (diskFormat, file, format) => {
     const inspection = await inspectImage(at(file), diskFormat, never());
     expect(inspection.format).toBe(format);
     expect(inspection.virtualSize).toBeGreaterThanOrEqual(8 * MiB);
     expect(inspection.virtualSize).toBeLessThan(9 * MiB);
+  });
+
+  test.each(accepted)('measures the RAW copy of disk_format %s (%s): the virtual size, holding at least the 2 MiB of data', async (_diskFormat, file, format) => {
+    const measure = await measureRawCopy(at(file), format, never());
+    expect(measure.size).toBeGreaterThanOrEqual(8 * MiB);
+    expect(measure.size).toBeLessThan(9 * MiB);
+    expect(measure.dataBytes).toBeGreaterThanOrEqual(2 * MiB);
+    expect(measure.dataBytes).toBeLessThanOrEqual(measure.size);
   });
 
   test('refuses a qcow2 with a backing file, naming it', async () => {

@@ -105,10 +105,10 @@ describe('raw cache space limits on a small file target', () => {
   });
 
   it('still caches a compressed image that fits', async () => {
-    const source = makeCompressedQcow2(dir, 'fits.qcow2', 128, 64, 0x21);
+    const source = makeCompressedQcow2(dir, 'fits.qcow2', 32, 16, 0x21);
     const id = await uploaded('fits', source);
     const image = await settled(id);
-    expect(image).toMatchObject({ cache_raw_status: 'Cached', cache_raw_url: `file://${rawDir}/${id}.raw`, cache_raw_size: String(128 * MiB) });
+    expect(image).toMatchObject({ cache_raw_status: 'Cached', cache_raw_url: `file://${rawDir}/${id}.raw`, cache_raw_size: String(32 * MiB) });
     expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, source));
   });
 });
