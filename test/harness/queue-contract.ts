@@ -87,7 +87,8 @@ export interface Run extends RawCacheJob {
   order: number;
 }
 
-function snapshot(job: ClaimedJob): Run {
+/** A handler's record of the job it was given, as it starts. */
+export function snapshot(job: ClaimedJob): Run {
   return { imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now(), order: nextEvent() };
 }
 

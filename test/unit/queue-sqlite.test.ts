@@ -10,6 +10,7 @@ import {
   imageId,
   recordingLogger,
   sleep,
+  snapshot,
   waitUntil,
   type QueueConfig,
   type Run,
@@ -54,7 +55,7 @@ describe('SQLite job queue', () => {
   const collect = async (queue: JobQueue, concurrency = 1): Promise<Run[]> => {
     const runs: Run[] = [];
     await queue.consume(async (job) => {
-      runs.push({ imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now() });
+      runs.push(snapshot(job));
       await job.complete();
     }, { concurrency });
     return runs;
@@ -82,7 +83,7 @@ describe('SQLite job queue', () => {
     const id = imageId();
     const runs: Run[] = [];
     await queue.consume(async (job) => {
-      runs.push({ ...job, startedAt: Date.now() });
+      runs.push(snapshot(job));
       if (runs.length === 1) await job.retry(60_000);
       else await job.complete();
     }, { concurrency: 1 });
@@ -100,7 +101,7 @@ describe('SQLite job queue', () => {
     const runs: Run[] = [];
     const held = gate();
     await queue.consume(async (job) => {
-      runs.push({ ...job, startedAt: Date.now() });
+      runs.push(snapshot(job));
       if (runs.length === 1) {
         await held.promise;
         await job.retry(60_000);
