@@ -8,6 +8,8 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, makeQcow2WithBackingFile, rawSha256Of, sha256File } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { isQemuImgConvertOf, processExists, waitForProcess } from '../harness/processes';
+import { waitUntil } from '../harness/queue-contract';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 
@@ -18,6 +20,9 @@ import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
  */
 
 const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
+/** stx_glance_proxy_rawcache_conversions_total{outcome} in a /metrics text (0 before the first). */
+const conversionsCounted = (metrics: string, outcome: string): number =>
+  Number(new RegExp(`^stx_glance_proxy_rawcache_conversions_total\\{outcome="${outcome}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('raw cache with the file store and the SQLite queue', () => {
@@ -260,14 +265,28 @@ describe('raw cache with the file store and the SQLite queue', () => {
   }, 180_000);
 
   it('cancels a conversion when its image is deleted, leaving no copy', async () => {
+    await stopWorkers();
     const id = await create({ name: 'gone-mid-way', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'mid.qcow2', 2048, 600, 0x33));
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
-    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && readdirSync(rawDir).some((n) => n.startsWith(id))) await sleep(200);
-    await sleep(1000);
+    await upload(id, makeQcow2(dir, 'mid.qcow2', 256, 128, 0x33));
+    const worker = await startAWorker();
+    const cancelledBefore = conversionsCounted(await (await fetch(`${worker.url}/metrics`)).text(), 'cancelled');
+    // Held mid-way: a stopped qemu-img cannot finish the copy, so only the worker's cancel ends it.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
+    try {
+      expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+      const cancelled = JSON.parse(await worker.waitForLog(new RegExp(`^(?=.*"message":"conversion cancelled")(?=.*"image_id":"${id}")`), 30_000));
+      expect(cancelled.why).toBe('image-gone');
+      expect(processExists(convert)).toBe(false);
+    } finally {
+      if (processExists(convert)) process.kill(convert, 'SIGCONT');
+    }
+    expect(conversionsCounted(await (await fetch(`${worker.url}/metrics`)).text(), 'cancelled')).toBe(cancelledBefore + 1);
+    await worker.waitForLog(new RegExp(`^(?=.*"message":"image is gone; its raw copy is removed")(?=.*"image_id":"${id}")`));
+    expect(worker.logs().split('\n').filter((l) => l.includes(id) && /raw copy (written|cached)/.test(l))).toEqual([]);
     expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+    // The cancelled run removes its source file once the job is settled, after that log line.
+    await waitUntil(() => !readdirSync(join(dir, 'work')).some((n) => n.startsWith(id)), 10_000, `no work file of ${id}`);
   }, 90_000);
 
   it('never converts one image in two workers at once, and converts each once', async () => {
