@@ -212,12 +212,12 @@ describe('raw cache with the file store and the SQLite queue', () => {
 
   it('survives a worker killed mid-conversion: the job comes back and ends Cached, with no partial copy left', async () => {
     await stopWorkers();
-    const source = makeQcow2(dir, 'big.qcow2', 2048, 600);
+    const source = makeQcow2(dir, 'big.qcow2', 256, 128);
     const id = await create({ name: 'big', cache_raw: 'True' });
     await upload(id, source);
     const worker = await startAWorker();
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
-    await sleep(300);
+    // Held mid-way, so that the kill finds it converting; the kill of the worker's group ends it.
+    process.kill(await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`), 'SIGSTOP');
     worker.kill('SIGKILL');
     await worker.exited;
     workers.splice(workers.indexOf(worker), 1);
@@ -226,7 +226,7 @@ describe('raw cache with the file store and the SQLite queue', () => {
 
     await startAWorker();
     const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
-    expect(image.cache_raw_size).toBe(String(2048 * 1024 * 1024));
+    expect(image.cache_raw_size).toBe(String(256 * 1024 * 1024));
     expect(leftovers()).toEqual([]);
     expect(readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id))).toEqual([]);
     expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
@@ -235,10 +235,14 @@ describe('raw cache with the file store and the SQLite queue', () => {
   it('on SIGTERM a worker finishes the conversion it holds within its grace, then exits 0', async () => {
     await stopWorkers();
     const id = await create({ name: 'finish-then-stop', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'finish.qcow2', 1024, 300, 0x44));
+    await upload(id, makeQcow2(dir, 'finish.qcow2', 256, 128, 0x44));
     const worker = await startAWorker();
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    // Held mid-way until the worker has taken the SIGTERM: the conversion is still running then.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
     worker.kill('SIGTERM');
+    await worker.waitForLog('stopping: no new jobs, running conversions may finish');
+    process.kill(convert, 'SIGCONT');
     expect(await worker.exited).toEqual({ code: 0, signal: null });
     expect((await show(id)).cache_raw_status).toBe('Cached');
     workers.splice(workers.indexOf(worker), 1);
@@ -250,9 +254,10 @@ describe('raw cache with the file store and the SQLite queue', () => {
     const shortGrace = join(dir, 'short-grace.json');
     writeFileSync(shortGrace, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), timeouts: { shutdown_grace: 0 } }));
     const id = await create({ name: 'handed-back', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'handback.qcow2', 2048, 600, 0x55));
+    await upload(id, makeQcow2(dir, 'handback.qcow2', 256, 128, 0x55));
     const impatient = await startWorker({ config: shortGrace, opsPort: await freePort() });
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    // Held mid-way: the SIGTERM surely finds the conversion running, and its cancel ends qemu-img.
+    process.kill(await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`), 'SIGSTOP');
     impatient.kill('SIGTERM');
     expect(await impatient.exited).toEqual({ code: 0, signal: null });
     expect(impatient.logs()).toContain('worker stopping: conversion handed back');
