@@ -66,7 +66,7 @@ machine_state >"$state/after"
 comm -13 "$state/before" "$state/after" >"$state/new"
 policy_after=$(sha256sum /usr/sbin/policy-rc.d 2>/dev/null || echo absent)
 
-ours=0
+left=0
 report() {
   echo "leftover: $1" >&2
   sed 's/^/  /' "$2" | head -n 50 >&2
@@ -74,21 +74,23 @@ report() {
 if [ -s "$state/processes" ]; then
   report "processes the tests started are still running (now killed):" "$state/processes"
   while read -r pid _; do kill -KILL "$pid" 2>/dev/null || true; done <"$state/processes"
-  ours=1
+  left=1
 fi
-if [ -s "$state/files" ]; then
-  report "files the tests left in their temp dir $run_tmp (removed now unless KEEP_TEST_DIRS=1):" "$state/files"
-  ours=1
+if [ "${KEEP_TEST_DIRS:-}" = 1 ]; then
+  echo "the tests' temp dirs are kept (KEEP_TEST_DIRS=1) in $run_tmp" >&2
+elif [ -s "$state/files" ]; then
+  report "files the tests left in their temp dir $run_tmp (now removed):" "$state/files"
+  left=1
 fi
 if [ "$policy_before" != "$policy_after" ]; then
   echo "leftover: /usr/sbin/policy-rc.d is not as it was before the run (before: $policy_before; after: $policy_after)" >&2
-  ours=1
+  left=1
 fi
 if [ -s "$state/new" ]; then
   report "new on this machine since the tests started (new or changed files, dirs, mounts, loop devices):" "$state/new"
-  [ "${STX_TEST_LEFTOVERS:-fail}" = report ] || ours=1
+  [ "${STX_TEST_LEFTOVERS:-fail}" = report ] || left=1
 fi
-if [ "$ours" -ne 0 ]; then
+if [ "$left" -ne 0 ]; then
   echo "the tests left the leftovers above on this machine" >&2
   [ "$status" -ne 0 ] || status=1
 fi
