@@ -43,11 +43,14 @@ is_installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
 }
 
-missing=()
-for pkg in "${wanted[@]}"; do
-  is_installed "$pkg" || missing+=("$pkg")
-done
+find_missing() {
+  missing=()
+  for pkg in "${wanted[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+  done
+}
 
+find_missing
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
@@ -57,11 +60,31 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# One installer at a time: the policy file below is shared by every run on this host, and a run
+# must not remove it while another one is still installing. The lock is on the directory that
+# holds it, so it leaves no file behind.
+exec 9</usr/sbin
+flock 9
+# Another run may have installed them while this one waited.
+find_missing
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
 # Without systemd, a package's postinst would start its daemon through the init script
 # (uwsgi for glance-api, nginx on port 80, rabbitmq, ceph); 101 tells invoke-rc.d "not allowed".
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\n# Packages must not start their daemons here; tests start their own.\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
+# The file is ours only when there was none: then it goes again on every way out of this script
+# (success, failure, Ctrl-C), and a policy the host had already is left exactly as it was.
+POLICY_RC=/usr/sbin/policy-rc.d
+OUR_POLICY=$'#!/bin/sh\n# Packages must not start their daemons here; tests start their own.\nexit 101'
+remove_our_policy() {
+  if [ "$(cat "$POLICY_RC" 2>/dev/null)" = "$OUR_POLICY" ]; then rm -f "$POLICY_RC"; fi
+}
+if [ ! -e "$POLICY_RC" ] && [ ! -L "$POLICY_RC" ]; then
+  trap remove_our_policy EXIT
+  trap 'exit 130' INT TERM HUP
+  printf '%s\n' "$OUR_POLICY" >"$POLICY_RC"
+  chmod 755 "$POLICY_RC"
 fi
 
 apt_options=(-o DPkg::Lock::Timeout=900)

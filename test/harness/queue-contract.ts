@@ -100,7 +100,8 @@ interface OrderedRun extends Run {
   order: number;
 }
 
-function snapshot(job: ClaimedJob): OrderedRun {
+/** A handler's record of the job it was given, as it starts. */
+export function snapshot(job: ClaimedJob): OrderedRun {
   return { imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now(), order: nextEvent() };
 }
 

@@ -78,6 +78,8 @@ export async function startRabbitMQ(options: RabbitMQOptions = {}): Promise<Runn
       RABBITMQ_MNESIA_BASE: join(workDir, 'mnesia'),
       RABBITMQ_LOG_BASE: join(workDir, 'log'),
       RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
+      // scripts/test.sh finds the processes a run left behind by this mark.
+      STX_TEST_RUN: process.env.STX_TEST_RUN,
     };
 
     // Our own epmd: the one Erlang would start is a daemon that outlives the test run.

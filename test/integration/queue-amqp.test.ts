@@ -3,7 +3,7 @@ import { createJobQueue, partitionOf, QueueUnavailableError } from '../../src/ra
 import type { JobQueue } from '../../src/rawcache/types';
 import { startAmqpRelay } from '../harness/amqp-relay';
 import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
-import { describeJobQueueContract, gate, imageId, recordingLogger, sleep, waitUntil, type QueueConfig, type Run } from '../harness/queue-contract';
+import { describeJobQueueContract, gate, imageId, recordingLogger, sleep, snapshot, waitUntil, type QueueConfig, type Run } from '../harness/queue-contract';
 
 let rabbit: RunningRabbitMQ;
 beforeAll(async () => {
@@ -95,7 +95,7 @@ describe('RabbitMQ job queue', () => {
     const held = gate();
     const runs: Run[] = [];
     await queue.consume(async (job) => {
-      runs.push({ ...job, startedAt: Date.now() });
+      runs.push(snapshot(job));
       if (runs.length === 1) await held.promise;
       await job.complete();
     }, { concurrency: 3 });

@@ -9,6 +9,8 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, makeQcow2WithBackingFile, rawSha256Of, sha256File } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { isQemuImgConvertOf, processExists, waitForProcess } from '../harness/processes';
+import { waitUntil } from '../harness/queue-contract';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 
@@ -19,6 +21,9 @@ import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
  */
 
 const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
+/** stx_glance_proxy_rawcache_conversions_total{outcome} in a /metrics text (0 before the first). */
+const conversionsCounted = (metrics: string, outcome: string): number =>
+  Number(new RegExp(`^stx_glance_proxy_rawcache_conversions_total\\{outcome="${outcome}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits for a condition (the test's own timeout bounds it). */
 const until = async (condition: () => boolean) => {
@@ -329,12 +334,12 @@ describe('raw cache with the file store and the SQLite queue', () => {
 
   it('survives a worker killed mid-conversion: the job comes back and ends Cached, with no partial copy left', async () => {
     await stopWorkers();
-    const source = makeQcow2(dir, 'big.qcow2', 2048, 600);
+    const source = makeQcow2(dir, 'big.qcow2', 256, 128);
     const id = await create({ name: 'big', cache_raw: 'True' });
     await upload(id, source);
     const worker = await startAWorker();
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
-    await sleep(300);
+    // Held mid-way, so that the kill finds it converting; the kill of the worker's group ends it.
+    process.kill(await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`), 'SIGSTOP');
     worker.kill('SIGKILL');
     await worker.exited;
     workers.splice(workers.indexOf(worker), 1);
@@ -343,7 +348,7 @@ describe('raw cache with the file store and the SQLite queue', () => {
 
     await startAWorker();
     const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
-    expect(image.cache_raw_size).toBe(String(2048 * 1024 * 1024));
+    expect(image.cache_raw_size).toBe(String(256 * 1024 * 1024));
     expect(leftovers()).toEqual([]);
     expect(readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id))).toEqual([]);
     expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
@@ -352,10 +357,14 @@ describe('raw cache with the file store and the SQLite queue', () => {
   it('on SIGTERM a worker finishes the conversion it holds within its grace, then exits 0', async () => {
     await stopWorkers();
     const id = await create({ name: 'finish-then-stop', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'finish.qcow2', 1024, 300, 0x44));
+    await upload(id, makeQcow2(dir, 'finish.qcow2', 256, 128, 0x44));
     const worker = await startAWorker();
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    // Held mid-way until the worker has taken the SIGTERM: the conversion is still running then.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
     worker.kill('SIGTERM');
+    await worker.waitForLog('stopping: no new jobs, running conversions may finish');
+    process.kill(convert, 'SIGCONT');
     expect(await worker.exited).toEqual({ code: 0, signal: null });
     expect((await show(id)).cache_raw_status).toBe('Cached');
     workers.splice(workers.indexOf(worker), 1);
@@ -367,9 +376,10 @@ describe('raw cache with the file store and the SQLite queue', () => {
     const shortGrace = join(dir, 'short-grace.json');
     writeFileSync(shortGrace, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), timeouts: { shutdown_grace: 0 } }));
     const id = await create({ name: 'handed-back', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'handback.qcow2', 2048, 600, 0x55));
+    await upload(id, makeQcow2(dir, 'handback.qcow2', 256, 128, 0x55));
     const impatient = await startWorker({ config: shortGrace, opsPort: await freePort() });
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    // Held mid-way: the SIGTERM surely finds the conversion running, and its cancel ends qemu-img.
+    process.kill(await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`), 'SIGSTOP');
     impatient.kill('SIGTERM');
     expect(await impatient.exited).toEqual({ code: 0, signal: null });
     expect(impatient.logs()).toContain('worker stopping: conversion handed back');
@@ -382,14 +392,28 @@ describe('raw cache with the file store and the SQLite queue', () => {
   }, 180_000);
 
   it('cancels a conversion when its image is deleted, leaving no copy', async () => {
+    await stopWorkers();
     const id = await create({ name: 'gone-mid-way', cache_raw: 'True' });
-    await upload(id, makeQcow2(dir, 'mid.qcow2', 2048, 600, 0x33));
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
-    expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && readdirSync(rawDir).some((n) => n.startsWith(id))) await sleep(200);
-    await sleep(1000);
+    await upload(id, makeQcow2(dir, 'mid.qcow2', 256, 128, 0x33));
+    const worker = await startAWorker();
+    const cancelledBefore = conversionsCounted(await (await fetch(`${worker.url}/metrics`)).text(), 'cancelled');
+    // Held mid-way: a stopped qemu-img cannot finish the copy, so only the worker's cancel ends it.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
+    try {
+      expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
+      const cancelled = JSON.parse(await worker.waitForLog(new RegExp(`^(?=.*"message":"conversion cancelled")(?=.*"image_id":"${id}")`), 30_000));
+      expect(cancelled.why).toBe('image-gone');
+      expect(processExists(convert)).toBe(false);
+    } finally {
+      if (processExists(convert)) process.kill(convert, 'SIGCONT');
+    }
+    expect(conversionsCounted(await (await fetch(`${worker.url}/metrics`)).text(), 'cancelled')).toBe(cancelledBefore + 1);
+    await worker.waitForLog(new RegExp(`^(?=.*"message":"image is gone; its raw copy is removed")(?=.*"image_id":"${id}")`));
+    expect(worker.logs().split('\n').filter((l) => l.includes(id) && /raw copy (written|cached)/.test(l))).toEqual([]);
     expect(readdirSync(rawDir).filter((n) => n.startsWith(id))).toEqual([]);
+    // The cancelled run removes its source file once the job is settled, after that log line.
+    await waitUntil(() => !readdirSync(join(dir, 'work')).some((n) => n.startsWith(id)), 10_000, `no work file of ${id}`);
   }, 90_000);
 
   it('never converts one image in two workers at once, and converts each once', async () => {

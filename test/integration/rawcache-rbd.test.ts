@@ -10,6 +10,8 @@ import { startGlance, type RunningGlance } from '../harness/glance';
 import { HttpClient } from '../harness/http';
 import { makeQcow2, rawSha256Of, sha256OfOutput } from '../harness/images';
 import { freePort } from '../harness/ports';
+import { isQemuImgConvertOf, processExists, waitForProcess } from '../harness/processes';
+import { waitUntil } from '../harness/queue-contract';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { PATCH_V21 } from './support/stx-images';
@@ -308,39 +310,41 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     worker.logs().split('\n').some((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}"`));
 
   it('cancels the conversion when the image is deleted while the worker reads it from RBD, leaving nothing', async () => {
-    const source = makeQcow2(dir, 'early.qcow2', 2048, 600, 0x34);
+    const source = makeQcow2(dir, 'early.qcow2', 256, 128, 0x34);
     const { id } = await create({ name: 'gone-while-read', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
     await upload(id, source);
-    // Caching, no partial copy yet: the worker is exporting and verifying the 600 MiB source.
-    await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
+    // Held while it exports the source: no partial copy yet, and only the worker's cancel ends it.
+    const reader = await waitForProcess((argv) => argv[0].endsWith('rbd') && argv.includes('export') && argv.some((a) => a.includes(id)), 60_000, `rbd export of ${id}`);
+    process.kill(reader, 'SIGSTOP');
     expect(await rbdNamesOf(id)).toEqual([id]);
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
     await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"conversion cancelled".*"why":"image-gone"`), 30_000);
+    expect(processExists(reader)).toBe(false);
     await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)));
-    await sleep(3000);
+    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"image is gone; its raw copy is removed"`));
+    await waitUntil(() => workFilesOf(id).length === 0, 10_000, `no work file of ${id}`);
     expect(await rbdNamesOf(id)).toEqual([]);
-    expect(workFilesOf(id)).toEqual([]);
     expect(workerSaid(id, 'raw copy written')).toBe(false);
     expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
   }, 240_000);
 
   it('leaves nothing in the pool when the image is deleted while its copy is being written', async () => {
-    const source = makeQcow2(dir, 'mid.qcow2', 2048, 600, 0x33);
+    const source = makeQcow2(dir, 'mid.qcow2', 256, 128, 0x33);
     const { id } = await create({ name: 'gone-while-written', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
     await upload(id, source);
-    // qemu-img is writing the copy once its partial image exists.
-    await waitForPool(`${id}_raw_partial`, (names) => names.includes(`${id}_raw_partial`), 90_000);
+    // Held while it writes the copy: a stopped qemu-img cannot finish it, only the worker's cancel ends it.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 90_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
+    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"conversion cancelled".*"why":"image-gone"`), 30_000);
+    expect(processExists(convert)).toBe(false);
     await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)), 90_000);
-    // Nothing comes back: the worker settled the job instead of recording a copy. Into memstore
-    // qemu-img may finish 600 MiB before the 2 s watch looks again; then the worker learns of the
-    // delete when it records Cached (404), and removes the copy it just made.
-    await sleep(3000);
+    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"image is gone; its raw copy is removed"`));
+    await waitUntil(() => workFilesOf(id).length === 0, 10_000, `no work file of ${id}`);
     expect(await rbdNamesOf(id)).toEqual([]);
-    expect(workFilesOf(id)).toEqual([]);
-    expect(workerSaid(id, 'conversion cancelled') || workerSaid(id, 'image deleted during conversion')).toBe(true);
+    expect(workerSaid(id, 'raw copy written')).toBe(false);
     expect(workerSaid(id, 'raw copy cached')).toBe(false);
     expect((await client.get(`/v2/images/${id}`)).status).toBe(404);
   }, 240_000);

@@ -10,6 +10,7 @@ import {
   imageId,
   recordingLogger,
   sleep,
+  snapshot,
   waitUntil,
   type QueueConfig,
   type Run,
@@ -66,7 +67,7 @@ describe('SQLite job queue', () => {
   const collect = async (queue: JobQueue, concurrency = 1): Promise<Run[]> => {
     const runs: Run[] = [];
     await queue.consume(async (job) => {
-      runs.push({ imageId: job.imageId, reason: job.reason, attempts: job.attempts, enqueuedAt: job.enqueuedAt, startedAt: Date.now() });
+      runs.push(snapshot(job));
       await job.complete();
     }, { concurrency });
     return runs;
@@ -94,7 +95,7 @@ describe('SQLite job queue', () => {
     const id = imageId();
     const runs: Run[] = [];
     await queue.consume(async (job) => {
-      runs.push({ ...job, startedAt: Date.now() });
+      runs.push(snapshot(job));
       if (runs.length === 1) await job.retry(60_000);
       else await job.complete();
     }, { concurrency: 1 });
@@ -112,7 +113,7 @@ describe('SQLite job queue', () => {
     const runs: Run[] = [];
     const held = gate();
     await queue.consume(async (job) => {
-      runs.push({ ...job, startedAt: Date.now() });
+      runs.push(snapshot(job));
       if (runs.length === 1) {
         await held.promise;
         await job.retry(60_000);
