@@ -51,6 +51,7 @@ export interface RawCacheConfig {
     retry_max_seconds: number;
     reconcile_interval_seconds: number;
     stuck_after_seconds: number;
+    leftover_stale_seconds: number;
   };
 }
 
