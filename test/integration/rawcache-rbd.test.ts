@@ -319,7 +319,7 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     const { id } = await create({ name: 'gone-while-written', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
     await upload(id, source);
     // qemu-img is writing the copy once its partial image exists.
-    await waitForPool(`${id}_raw_partial`, (names) => names.includes(`${id}_raw_partial`), 90_000);
+    await waitForPool(`${id}_raw_partial-*`, (names) => names.some((n) => n.startsWith(`${id}_raw_partial-`)), 90_000);
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
     await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)), 90_000);
