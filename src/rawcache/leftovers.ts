@@ -56,13 +56,13 @@ export async function removeLeftovers(places: readonly LeftoverPlace[], logger: 
     }
     for (const file of files) {
       if (imageId !== undefined && file.imageId !== imageId) continue;
-      const verdict = await judgeAttempt(file.attempt, () => file.lastBeat());
-      if (!verdict.leftover) {
-        result.kept.push(file.where);
-        logger.debug('file in flight kept', { image_id: file.imageId, where: file.where, why: verdict.why });
-        continue;
-      }
       try {
+        const verdict = await judgeAttempt(file.attempt, () => file.lastBeat());
+        if (!verdict.leftover) {
+          result.kept.push(file.where);
+          logger.debug('file in flight kept', { image_id: file.imageId, where: file.where, why: verdict.why });
+          continue;
+        }
         await file.remove();
         result.removed.push(file.where);
         logger.info('leftover removed', { image_id: file.imageId, where: file.where, why: verdict.why });
