@@ -125,6 +125,7 @@ async function worker(argv: string[]): Promise<void> {
         },
       )
     : undefined;
+  await runtime.removeLeftovers();
   await rawCacheWorker.start();
   const interval = config.rawcache.worker.reconcile_interval_seconds;
   let sweeping: Promise<unknown> = Promise.resolve();

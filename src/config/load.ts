@@ -63,6 +63,7 @@ export interface RawCacheConfig {
     data_wait_seconds: number;
     reconcile_interval_seconds: number;
     stuck_after_seconds: number;
+    leftover_stale_seconds: number;
   };
 }
 

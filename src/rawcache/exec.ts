@@ -152,9 +152,10 @@ function killHard(child: ChildProcess): void {
 /** The first meaningful line(s) of a tool's stderr, for an error message a person reads. */
 export function stderrSummary(result: Pick<RunResult, 'stderr' | 'code' | 'signal' | 'timedOut'>, maxLines = 3): string {
   const lines = result.stderr
-    .split('\n')
+    .split(/[\r\n]/)
     .map((line) => line.trim())
-    .filter((line) => line !== '');
+    // Progress reports (rbd's "Importing image: 42% complete...") say nothing about a failure.
+    .filter((line) => line !== '' && !/^[A-Za-z ]+: \d+% complete/.test(line));
   if (lines.length > 0) return lines.slice(0, maxLines).join('; ');
   if (result.timedOut) return 'no answer in time';
   if (result.signal) return `killed by ${result.signal}`;

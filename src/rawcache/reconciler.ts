@@ -1,6 +1,7 @@
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import type { GlanceClient } from './glance-client';
+import { leftoverPlaces, removeLeftovers } from './leftovers';
 import { isAlreadyRaw, isGone, needsRawCacheWork, wantsRawCopy, type CachedImage, type RawCacheStatus } from './state';
 import type { JobQueue, RawCopyTarget } from './types';
 
@@ -21,6 +22,8 @@ export interface SweepResult {
   requeued: string[];
   /** Copies on the target whose image is gone or no longer wants one. */
   orphans: string[];
+  /** Partial copies and work-dir files whose writer is gone, removed (where each was). */
+  leftovers: string[];
 }
 
 const STATUSES: RawCacheStatus[] = ['Queued', 'Caching', 'Cached', 'Error'];
@@ -29,11 +32,13 @@ const STATUSES: RawCacheStatus[] = ['Queued', 'Caching', 'Cached', 'Error'];
  * Repairs what a crash or a lost trigger left: finds images that need a raw copy and have no job
  * (uploaded around the proxy, or the proxy died before recording the trigger), conversions stuck in
  * Caching, Cached images whose copy is missing, fields left after cache_raw was turned off, and
- * copies whose image is gone. It only enqueues jobs: the worker does the work, one image at a time.
+ * copies whose image is gone. It only enqueues jobs (the worker does the work, one image at a time),
+ * and removes the leftovers of conversions whose writer is gone (./leftovers.ts).
  */
 export async function sweep(deps: SweepDeps): Promise<SweepResult> {
   const { glance, queue, target, config, logger } = deps;
-  const result: SweepResult = { examined: 0, requeued: [], orphans: [] };
+  const result: SweepResult = { examined: 0, requeued: [], orphans: [], leftovers: [] };
+  result.leftovers = (await removeLeftovers(leftoverPlaces(target, config.worker.work_dir), logger)).removed;
   const seen = new Set<string>();
   const requeue = async (image: CachedImage, why: string) => {
     if (result.requeued.includes(image.id)) return;

@@ -4,16 +4,20 @@ import { ConfigError } from '../config/load';
 import { createServiceAuth } from '../auth/keystone';
 import type { Logger } from '../ops/log';
 import { GlanceClient } from './glance-client';
+import { leftoverPlaces, removeLeftovers, type LeftoverResult } from './leftovers';
 import { createJobQueue } from './queue';
 import { backoffMs, retrySettingsOf } from './retry';
 import { RbdRawCopyTarget, createRawCopyTarget } from './targets';
 import type { JobQueue, RawCopyTarget } from './types';
+import { setStaleAge } from './writer';
 
 /** The pieces a worker, a sweep or an operator command needs, built from the configuration. */
 export interface RawCacheRuntime {
   glance: GlanceClient;
   queue: JobQueue;
   target: RawCopyTarget;
+  /** Removes what killed or failed conversions left (a worker does it once as it starts). */
+  removeLeftovers(): Promise<LeftoverResult>;
   close(): Promise<void>;
 }
 
@@ -48,6 +52,7 @@ async function serviceGlanceClient(config: ProxyConfig, logger: Logger): Promise
 
 export async function openRawCacheRuntime(config: ProxyConfig, logger: Logger): Promise<RawCacheRuntime> {
   await mkdir(config.rawcache.worker.work_dir, { recursive: true });
+  setStaleAge(config.rawcache.worker.leftover_stale_seconds);
   const glance = await serviceGlanceClient(config, logger);
   const queue = await openQueue(config, logger);
   const target = createRawCopyTarget(config.rawcache.target, logger);
@@ -57,6 +62,7 @@ export async function openRawCacheRuntime(config: ProxyConfig, logger: Logger): 
     glance,
     queue,
     target,
+    removeLeftovers: () => removeLeftovers(leftoverPlaces(target, config.rawcache.worker.work_dir), logger),
     close: async () => {
       await queue.close();
       glance.close();

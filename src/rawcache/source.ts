@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, getHashes, randomBytes, type Hash } from 'node:crypto';
+import { createHash, getHashes, type Hash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,7 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import { CommandAbortedError, isAbortError } from './exec';
 import type { CachedImage } from './state';
 import { RawCacheError } from './types';
-import { assertImageId } from './targets/names';
+import { assertImageId, workNames } from './targets/names';
+import { keepFileAlive, newAttempt } from './writer';
 
 /**
  * Materializes an image's data as a local file whose bytes are proven to be the ones Glance
@@ -139,7 +140,7 @@ class Measure extends Transform {
 }
 
 /**
- * Streams the data to `<workDir>/<id>.src.<random>` while hashing it, then compares with what Glance
+ * Streams the data to `<workDir>/<id>.src.<attempt>` (../targets/names.ts) while hashing it, then compares with what Glance
  * recorded (see verificationOf, whose refusals come before anything is read). Rejects with a transient RawCacheError on a short, long or corrupted download (a retry
  * fetches it again), on a full work dir and on read errors; with an AbortError when `signal` aborts.
  * The file is removed on every failure.
@@ -151,7 +152,10 @@ export async function fetchVerifiedSource(record: ImageDataRecord, from: OpenSou
   await mkdir(workDir, { recursive: true });
   await ensureRoom(workDir, record);
 
-  const path = join(workDir, `${record.imageId}.src.${randomBytes(6).toString('hex')}`);
+  const attempt = newAttempt();
+  const path = join(workDir, workNames.source(record.imageId, attempt));
+  // Kept fresh until the file is gone: the caller removes it once the copy is made.
+  const stopHeartbeat = keepFileAlive(attempt, path, true);
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
@@ -173,6 +177,7 @@ export async function fetchVerifiedSource(record: ImageDataRecord, from: OpenSou
   } catch (error) {
     controller.abort();
     await rm(path, { force: true });
+    stopHeartbeat();
     if (signal.aborted) throw new CommandAbortedError('fetch', signal.reason);
     throw asFetchError(error, record.imageId, workDir);
   } finally {

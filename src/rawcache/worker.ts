@@ -1,5 +1,4 @@
-import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
@@ -7,6 +6,7 @@ import { DeadlineError, StepWatch, type StepLimits } from './deadline';
 import { isAbortError } from './exec';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
+import { removeLeftovers, workDirPlace } from './leftovers';
 import { decideRetry, retrySettingsOf } from './retry';
 import { RbdRawCopyTarget } from './targets/rbd';
 import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, readHead, type InPlaceReadPolicy, type RbdLocation } from './source';
@@ -263,14 +263,9 @@ export class RawCacheWorker {
     }
   }
 
-  /**
-   * Source files a killed run left in the work dir. Safe even when workers share the directory:
-   * only one job for an image runs at a time, and this one holds it.
-   */
+  /** Work-dir files a killed run left (a live writer's, on this host or another, stay). */
   private async removeStaleSources(imageId: string): Promise<void> {
-    const dir = this.deps.config.worker.work_dir;
-    const stale = (await readdir(dir).catch(() => [] as string[])).filter((name) => name.startsWith(`${imageId}.src.`));
-    for (const name of stale) await rm(join(dir, name), { force: true });
+    await removeLeftovers([workDirPlace(this.deps.config.worker.work_dir)], this.deps.logger, imageId);
   }
 
   /**

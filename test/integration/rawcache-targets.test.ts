@@ -1,6 +1,6 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +10,7 @@ import { makeCompressedQcow2, sha256File, sha256OfOutput } from '../harness/imag
 import { inspectImage, type ImageInspection } from '../../src/rawcache/inspect';
 import { FileRawCopyTarget, RbdRawCopyTarget } from '../../src/rawcache/targets';
 import { RawCacheError } from '../../src/rawcache/types';
+import { keepAlive, newAttempt, writerOf } from '../../src/rawcache/writer';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -96,18 +97,27 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       expect(await target.list()).not.toContain(id);
     });
 
-    test('list() reports leftover partials and remove() clears them with the copy; removing twice is fine', async () => {
+    test("list() reports leftover partials and remove() clears them with the copy, not a live writer's; removing twice is fine", async () => {
       const id = randomUUID();
       await target.write(id, small, never());
+      const hourAgo = new Date(Date.now() - 3_600_000);
       await writeFile(join(dir, `${id}.raw.partial-0123abcd`), 'left by a crash');
+      await utimes(join(dir, `${id}.raw.partial-0123abcd`), hourAgo, hourAgo);
       const orphan = randomUUID();
       await writeFile(join(dir, `${orphan}.raw.partial-deadbeef`), 'left by a crash');
+      await utimes(join(dir, `${orphan}.raw.partial-deadbeef`), hourAgo, hourAgo);
+      const attempt = newAttempt();
+      const stopWriting = keepAlive(attempt, async () => true);
+      await writeFile(join(dir, `${id}.raw.partial-${attempt}`), 'being written');
       expect(await target.list()).toEqual(expect.arrayContaining([id, orphan]));
       await target.remove(id);
       await target.remove(orphan);
       await target.remove(orphan);
-      expect((await readdir(dir)).filter((name) => name.startsWith(id) || name.startsWith(orphan))).toEqual([]);
+      expect((await readdir(dir)).filter((name) => name.startsWith(id) || name.startsWith(orphan))).toEqual([`${id}.raw.partial-${attempt}`]);
       expect(await target.exists(id)).toBe(false);
+      stopWriting();
+      await target.remove(id);
+      expect((await readdir(dir)).filter((name) => name.startsWith(id))).toEqual([]);
     });
   });
 
@@ -124,7 +134,7 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       expect(snaps).toEqual([expect.objectContaining({ name: 'snap', protected: 'true' })]);
       const exported = await sha256OfOutput('rbd', ['--id', ceph.user, '--conf', ceph.confPath, 'export', '--no-progress', `images/${id}_raw@snap`, '-']);
       expect(exported).toBe(expectedSha256);
-      expect(await rbdLs()).not.toContain(`${id}_raw_partial`);
+      expect((await rbdLs()).filter((name) => name.startsWith(`${id}_raw_partial`))).toEqual([]);
       expect(await target.exists(id)).toBe(true);
     }
 
@@ -162,7 +172,7 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       const id = randomUUID();
       const controller = new AbortController();
       const writing = target.write(id, big, controller.signal);
-      await until('the partial image', async () => (await rbdLs()).includes(`${id}_raw_partial`), 30_000, 20);
+      await until('the partial image', async () => (await rbdLs()).some((name) => name.startsWith(`${id}_raw_partial-`)), 30_000, 20);
       const abortedAt = Date.now();
       controller.abort(new Error('worker stopping'));
       await expect(writing).rejects.toMatchObject({ name: 'AbortError' });
@@ -170,6 +180,23 @@ describe('raw copy targets, with the real qemu-img and a real Ceph', () => {
       expect(Date.now() - abortedAt).toBeLessThan(15_000);
       expect((await rbdLs()).filter((name) => name.startsWith(id))).toEqual([]);
       expect(await target.list()).not.toContain(id);
+    });
+
+    test("remove() removes a dead writer's partial with its protected snapshot, and keeps another host's while its heartbeat is fresh", async () => {
+      const id = randomUUID();
+      const writer = spawn('sleep', ['600'], { stdio: 'ignore' });
+      const dead = `${writerOf(writer.pid!)}-c0ffee`;
+      const exited = new Promise((resolve) => writer.once('exit', resolve));
+      writer.kill('SIGKILL');
+      await exited;
+      const deadPartial = `images/${id}_raw_partial-${dead}`;
+      const foreignPartial = `images/${id}_raw_partial-0badc0de-4242-0badc0de-c0ffee`;
+      for (const spec of [deadPartial, foreignPartial]) await ceph.rbd(['create', spec, '--size', '4']);
+      await ceph.rbd(['snap', 'create', `${deadPartial}@snap`]);
+      await ceph.rbd(['snap', 'protect', `${deadPartial}@snap`]);
+      await target.remove(id);
+      expect((await rbdLs()).filter((name) => name.startsWith(id))).toEqual([`${id}_raw_partial-0badc0de-4242-0badc0de-c0ffee`]);
+      await ceph.rbd(['rm', '--no-progress', foreignPartial]);
     });
 
     test('replaces an incomplete <id>_raw (no protected snapshot, as a crashed StarlingX import left it)', async () => {

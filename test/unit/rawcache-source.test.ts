@@ -48,9 +48,9 @@ describe('fetchVerifiedSource', () => {
     return error as RawCacheError;
   }
 
-  test("writes the bytes to <workDir>/<id>.src.<random>, proven against Glance's sha512 os_hash_value", async () => {
+  test("writes the bytes to <workDir>/<id>.src.<attempt>, proven against Glance's sha512 os_hash_value", async () => {
     const source = await fetchVerifiedSource(record(), chunks(data), workDir, never());
-    expect(source.path).toMatch(new RegExp(`^${workDir}/${IMAGE_ID}\\.src\\.[0-9a-f]+$`));
+    expect(source.path).toMatch(new RegExp(`^${workDir}/${IMAGE_ID}\\.src\\.[0-9a-f]{8}-${process.pid}-[0-9a-f]{8}-[0-9a-f]{6}$`));
     expect(source).toMatchObject({ bytes: data.length, verifiedBy: 'os_hash_value' });
     expect((await readFile(source.path)).equals(data)).toBe(true);
     expect((await stat(source.path)).mode & 0o777).toBe(0o600);

@@ -21,9 +21,9 @@ describe('raw copy names', () => {
   });
 
   test('lists each id once from copies and leftovers, ignoring everything else', () => {
-    const files = [fileNames.copy(ID), fileNames.partial(ID, 'ab12'), fileNames.partial(OTHER, 'cd34'), 'lost+found', `${ID}.raw.tmp`, `${ID}.src.abc`];
+    const files = [fileNames.copy(ID), fileNames.partial(ID, 'ab12'), fileNames.partial(OTHER, '1a2b3c4d-77-5e6f7a8b-c0ffee'), 'lost+found', `${ID}.raw.tmp`, `${ID}.src.abc`];
     expect(idsFromNames(files, fileNames.pattern)).toEqual([ID, OTHER]);
-    const images = [ID, rbdNames.copy(ID), rbdNames.partial(OTHER), `${ID}_raw_x`, 'volume-1'];
+    const images = [ID, rbdNames.copy(ID), rbdNames.partial(OTHER, '1a2b3c4d-77-5e6f7a8b-c0ffee'), `${ID}_raw_partial`, `${ID}_raw_x`, 'volume-1'];
     expect(idsFromNames(images, rbdNames.pattern)).toEqual([ID, OTHER]);
   });
 });

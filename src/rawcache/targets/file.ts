@@ -1,19 +1,21 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Logger } from '../../ops/log';
 import { throwIfAborted } from '../exec';
+import { localFileInFlight, removeLeftovers, type FileInFlight, type LeftoverPlace } from '../leftovers';
 import { RawCacheError, type RawCopyTarget } from '../types';
+import { keepFileAlive, newAttempt } from '../writer';
 import { convertToRaw, ensureRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
 import { assertImageId, fileNames, idsFromNames } from './names';
 
 /**
  * Raw copies as `<dir>/<id>.raw` (cache_raw_url `file://<dir>/<id>.raw`). A write goes to
- * `<id>.raw.partial-<random>`, is fsynced, then renamed: a `<id>.raw` is always complete, and a
- * crash leaves only a partial that list() reports for the sweep to remove.
+ * `<id>.raw.partial-<attempt>` (its mtime kept fresh while it is written), is fsynced, then
+ * renamed: a `<id>.raw` is always complete, and a crash leaves only a partial that the leftover
+ * sweep removes once its writer is gone (../leftovers.ts).
  */
-export class FileRawCopyTarget implements RawCopyTarget {
+export class FileRawCopyTarget implements RawCopyTarget, LeftoverPlace {
   readonly kind = 'file';
   readonly dir: string;
   readonly limits: SpaceLimits;
@@ -48,7 +50,9 @@ export class FileRawCopyTarget implements RawCopyTarget {
     const measure = await measureRawCopyWithin(source, this.limits, signal);
     ensureRoom(await this.room(), measure, this.limits.reserveBytes, `the raw copy directory ${this.dir}`);
 
-    const partial = join(this.dir, fileNames.partial(imageId, randomBytes(6).toString('hex')));
+    const attempt = newAttempt();
+    const partial = join(this.dir, fileNames.partial(imageId, attempt));
+    const stopHeartbeat = keepFileAlive(attempt, partial);
     try {
       await convertToRaw(source, partial, signal);
       const size = (await stat(partial)).size;
@@ -65,6 +69,8 @@ export class FileRawCopyTarget implements RawCopyTarget {
     } catch (error) {
       await rm(partial, { force: true });
       throw asWriteError(error, this.dir);
+    } finally {
+      stopHeartbeat();
     }
   }
 
@@ -73,11 +79,19 @@ export class FileRawCopyTarget implements RawCopyTarget {
     return stats?.isFile() ?? false;
   }
 
+  /** Removes the copy and the partials of `imageId` whose writer is gone (a live write's stays). */
   async remove(imageId: string): Promise<void> {
     assertImageId(imageId);
-    const names = [fileNames.copy(imageId), ...(await this.entries()).filter((name) => name.startsWith(`${imageId}.raw.partial-`))];
-    for (const name of names) await rm(join(this.dir, name), { force: true });
-    if (names.length > 1) this.logger.info('raw copy leftovers removed', { imageId, count: names.length - 1 });
+    await rm(this.copyPath(imageId), { force: true });
+    await removeLeftovers([this], this.logger, imageId.toLowerCase());
+  }
+
+  /** The partials here (`<id>.raw.partial-<attempt>`), for the leftover sweep. */
+  async filesInFlight(): Promise<FileInFlight[]> {
+    return (await this.entries()).flatMap((name) => {
+      const match = fileNames.partialPattern.exec(name);
+      return match ? [localFileInFlight(join(this.dir, name), match[1], match[2])] : [];
+    });
   }
 
   async list(): Promise<string[]> {

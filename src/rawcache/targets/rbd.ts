@@ -1,24 +1,29 @@
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../../ops/log';
 import { runCommand, stderrSummary, throwIfAborted, type RunResult } from '../exec';
+import { removeLeftovers, type FileInFlight, type LeftoverPlace } from '../leftovers';
 import { RawCacheError, type RawCopyTarget } from '../types';
 import { formatBytes } from '../source';
+import { DeadlineError, type StepLimits } from '../deadline';
+import { keepAlive, keepFileAlive, newAttempt } from '../writer';
 import { convertToRaw, ensureRoom, ensureWorkDirRoom, filesystemFreeBytes, measureRawCopyWithin, spaceLimits, type ConvertSource, type Room, type SpaceLimits } from './convert';
-import { assertImageId, idsFromNames, rbdNames } from './names';
+import { assertImageId, idsFromNames, rbdNames, workNames } from './names';
 
 /**
  * Raw copies in Ceph RBD, as StarlingX made them: image `<pool>/<id>_raw` with a protected
  * snapshot `snap` (so Cinder can clone volumes from it), cache_raw_url `rbd://<fsid>/<pool>/<id>_raw/snap`.
  *
- * A write goes to `<id>_raw_partial`, gets its snapshot created and protected, and only then is
- * renamed to `<id>_raw`: an image under the final name is always complete. Every command runs as
- * `--id <user> --conf <ceph_conf>`.
+ * A write goes to `<id>_raw_partial-<attempt>` (../writer.ts), gets its snapshot created and
+ * protected, and only then is renamed to `<id>_raw`: an image under the final name is always
+ * complete. A crash leaves only a partial, which the leftover sweep removes once its writer is gone
+ * (../leftovers.ts). Every command runs as `--id <user> --conf <ceph_conf>`.
  */
 
 export const RAW_SNAPSHOT = 'snap';
+/** The image-meta key a writer refreshes on its partial (ms since the epoch) while it writes. */
+export const HEARTBEAT_KEY = 'stx-glance-proxy.heartbeat';
 
 export interface RbdTargetOptions {
   pool: string;
@@ -48,7 +53,7 @@ const NAME = /^[A-Za-z0-9_.-]+$/;
 const DEFAULT_COMMAND_TIMEOUT_MS = 120_000;
 const DEFAULT_REMOVE_TIMEOUT_MS = 30 * 60_000;
 
-export class RbdRawCopyTarget implements RawCopyTarget {
+export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
   readonly kind = 'rbd';
   readonly pool: string;
   readonly user: string;
@@ -118,7 +123,6 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     assertImageId(imageId);
     throwIfAborted(signal, 'raw copy');
     const finalName = rbdNames.copy(imageId);
-    const partialName = rbdNames.partial(imageId);
     await this.clusterFsid();
 
     const existing = await this.describe(finalName);
@@ -130,13 +134,15 @@ export class RbdRawCopyTarget implements RawCopyTarget {
       this.logger.warn('replacing a raw copy that is incomplete or not of the image size', { imageId, image: `${this.pool}/${finalName}`, size: existing.size });
       await this.removeImage(finalName, false);
     }
-    await this.removeImage(partialName, true);
     // Nothing is written before the copy is known to fit: in the pool, and (rbd import) in the work dir.
     const measure = await measureRawCopyWithin(source, this.limits, signal);
     ensureRoom(await this.poolRoom('warn'), measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
     const throughQemu = await this.writesThroughQemu();
     if (!throughQemu) ensureWorkDirRoom(await filesystemFreeBytes(dirname(source.path)), measure, dirname(source.path));
 
+    const attempt = newAttempt();
+    const partialName = rbdNames.partial(imageId, attempt);
+    const stopHeartbeat = keepAlive(attempt, () => this.beat(partialName));
     let size: number;
     try {
       if (throughQemu) {
@@ -168,6 +174,8 @@ export class RbdRawCopyTarget implements RawCopyTarget {
         }),
       );
       throw error;
+    } finally {
+      stopHeartbeat();
     }
     const url = this.urlFor(imageId);
     this.logger.info('raw copy written', { imageId, url, size });
@@ -181,8 +189,9 @@ export class RbdRawCopyTarget implements RawCopyTarget {
   }
 
   /**
-   * Removes `<id>_raw` (unprotect, purge snapshots, rm) and any `<id>_raw_partial`. Succeeds when
-   * there is none. Fails (transiently) while volumes cloned from the copy still exist.
+   * Removes `<id>_raw` (unprotect, purge snapshots, rm) and the partials of `imageId` whose writer
+   * is gone (a live write's stays). Succeeds when there is none. Fails (transiently) while volumes
+   * cloned from the copy still exist.
    */
   async remove(imageId: string): Promise<void> {
     assertImageId(imageId);
@@ -192,15 +201,65 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     } catch (error) {
       failure = error;
     }
-    await this.removeImage(rbdNames.partial(imageId), true);
+    await removeLeftovers([this], this.logger, imageId.toLowerCase());
     if (failure !== undefined) throw failure;
   }
 
+  /**
+   * The partials in the pool (`<id>_raw_partial-<attempt>`, and `<id>_raw_partial` of older
+   * versions), for the leftover sweep. Their heartbeat is the image-meta key HEARTBEAT_KEY that
+   * their writer refreshes, or else the image's own create and modify times.
+   */
+  async filesInFlight(): Promise<FileInFlight[]> {
+    return (await this.poolImages()).flatMap((name) => {
+      const match = rbdNames.partialPattern.exec(name);
+      if (!match) return [];
+      return [
+        {
+          where: `${this.pool}/${name}`,
+          imageId: match[1].toLowerCase(),
+          attempt: match[2],
+          lastBeat: () => this.lastBeat(name),
+          remove: () => this.removeImage(name, true),
+        },
+      ];
+    });
+  }
+
   async list(): Promise<string[]> {
+    return idsFromNames(await this.poolImages(), rbdNames.pattern);
+  }
+
+  private async poolImages(): Promise<string[]> {
     const result = this.check(await this.rbd(['ls', '--pool', this.pool, '--format', 'json']), `rbd ls ${this.pool}`);
     const names = parseJson<unknown>(result, 'rbd ls');
     if (!Array.isArray(names)) throw new RawCacheError('rbd ls printed something that is not a list', false);
-    return idsFromNames(names.filter((name): name is string => typeof name === 'string'), rbdNames.pattern);
+    return names.filter((name): name is string => typeof name === 'string');
+  }
+
+  /** One heartbeat of a partial being written: true while it may still appear or exists. */
+  private async beat(imageName: string): Promise<boolean> {
+    const spec = `${this.pool}/${imageName}`;
+    const result = await this.rbd(['image-meta', 'set', spec, HEARTBEAT_KEY, String(Date.now())]);
+    // Missing: qemu-img or rbd import has not created it yet; the writer ends the heartbeat itself.
+    if (!isMissing(result)) this.check(result, `rbd image-meta set ${spec}`);
+    return true;
+  }
+
+  /** The latest sign of life of a partial: its heartbeat key, its creation or last write. */
+  private async lastBeat(imageName: string): Promise<number> {
+    const spec = `${this.pool}/${imageName}`;
+    const times: number[] = [];
+    const meta = await this.rbd(['image-meta', 'get', spec, HEARTBEAT_KEY]);
+    if (meta.code === 0) times.push(Number(meta.stdout.trim()));
+    const info = await this.rbd(['info', '--format', 'json', spec]);
+    if (info.code === 0) {
+      const parsed = parseJson<{ create_timestamp?: unknown; modify_timestamp?: unknown }>(info, 'rbd info');
+      // ctime-style local times ("Wed Dec  2 13:05:01 2026"), as rbd prints them.
+      for (const stamp of [parsed.create_timestamp, parsed.modify_timestamp]) if (typeof stamp === 'string') times.push(Date.parse(stamp));
+    }
+    const known = times.filter(Number.isFinite);
+    return known.length > 0 ? Math.max(...known) : Number.NaN;
   }
 
   /** What the space check before each write sees: the pool's room from Ceph (see poolRoom). */
@@ -258,15 +317,19 @@ export class RbdRawCopyTarget implements RawCopyTarget {
 
   private async importViaFile(imageId: string, source: ConvertSource, partialName: string, signal: AbortSignal): Promise<void> {
     // Beside the source, in the worker's work dir, whose room write() checked first.
-    const temporary = join(dirname(source.path), `${imageId}.raw-import.${randomBytes(6).toString('hex')}`);
+    const attempt = newAttempt();
+    const temporary = join(dirname(source.path), workNames.rawImport(imageId, attempt));
+    const stopHeartbeat = keepFileAlive(attempt, temporary);
     try {
       await convertToRaw(source, temporary, signal);
       // rbd import skips zeroed blocks by default (--sparse-size 4K): the RBD image stays sparse.
       const spec = `${this.pool}/${partialName}`;
-      const result = await this.rbd(['import', '--no-progress', '--image-format', '2', temporary, spec], signal, 0);
+      // With its progress report, which the stall limit watches (rawcache.worker.stall_timeout_seconds).
+      const result = await this.run('rbd', ['import', '--image-format', '2', temporary, spec], signal, 0, source.limits);
       this.check(result, `rbd import ${spec}`);
     } finally {
       await rm(temporary, { force: true });
+      stopHeartbeat();
     }
   }
 
@@ -358,14 +421,15 @@ export class RbdRawCopyTarget implements RawCopyTarget {
     return this.run('ceph', ['--connect-timeout', String(Math.ceil(this.commandTimeoutMs / 2000)), ...args], signal, this.commandTimeoutMs);
   }
 
-  private async run(command: 'rbd' | 'ceph', args: string[], signal: AbortSignal | undefined, timeoutMs: number): Promise<RunResult> {
+  private async run(command: 'rbd' | 'ceph', args: string[], signal: AbortSignal | undefined, timeoutMs: number, limits?: StepLimits): Promise<RunResult> {
     try {
       return await runCommand(command, ['--id', this.user, '--conf', this.cephConf, ...args], {
         signal,
         ...(timeoutMs > 0 ? { timeoutMs } : {}),
+        ...(limits ? { limits } : {}),
       });
     } catch (error) {
-      if ((error as Error).name === 'AbortError') throw error;
+      if ((error as Error).name === 'AbortError' || error instanceof DeadlineError) throw error;
       throw new RawCacheError(`${command} could not run: ${(error as Error).message}`, false);
     }
   }
