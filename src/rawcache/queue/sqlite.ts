@@ -57,7 +57,7 @@ const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
  * Records one trigger. Waiting: coalesce (earliest enqueued_at, latest reason, due now, attempts
  * from 0). Leased (running, or held by a worker that may have died): only remember that a trigger came.
  */
-const ENQUEUE_SQL = `
+export const ENQUEUE_SQL = `
   INSERT INTO jobs (image_id, reason, attempts, enqueued_at, not_before)
   VALUES (@imageId, @reason, 0, @now, @now)
   ON CONFLICT (image_id) DO UPDATE SET
