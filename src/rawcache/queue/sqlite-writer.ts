@@ -112,6 +112,8 @@ export class SqliteTriggerWriter {
     if (this.closed) throw new Error('the trigger writer is closed');
     const worker = this.start();
     await this.ready;
+    // It may have died while this write waited for it to start: nothing would answer.
+    if (this.worker !== worker) throw new Error('the trigger writer thread ended before it took the trigger');
     const id = ++this.sequence;
     const done = new Promise<void>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     // Referenced only while it owes an answer: an idle writer does not keep the process alive.
