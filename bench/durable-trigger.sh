@@ -41,7 +41,9 @@ start() {
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs for the pinning (nproc=$(nproc))"
+# Before the pinning below: nproc counts only the CPUs this process may run on.
+CPUS=$(nproc)
+[ "$CPUS" -ge 2 ] || die "needs 2 CPUs for the pinning (nproc=$CPUS)"
 for tool in wrk taskset curl; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -111,7 +113,7 @@ done
 
 cat >"$OUT/machine.json" <<EOF
 {"started": "$STARTED", "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "load_before": "$LOAD_BEFORE",
- "load_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "nproc": $(nproc),
+ "load_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "nproc": $CPUS,
  "cpu": "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)", "kernel": "$(uname -r)", "node": "$(node --version)",
  "fs": "$(findmnt -n -o FSTYPE -T "$OUT")", "rounds": $ROUNDS, "wrk_seconds": $WRK_SECONDS,
  "commit": "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench 2>/dev/null || echo ' with uncommitted changes')"}
