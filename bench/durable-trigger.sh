@@ -10,7 +10,8 @@
 #   writer       `stx-glance-proxy serve` as shipped: FULL, committed by the writer thread, grouped
 # The two inline variants run bench/trigger-proxy.js (same proxy, trigger and SQL statement).
 # Each figure is the median of interleaved rounds in rotated order; ratios compare paths of the
-# same run only. Writes the "Durable raw-cache triggers" section of bench/RESULTS.md (replacing the
+# same run only. Besides wrk's figures, the proxy's own CPU time per request (all its threads, from
+# /proc/PID/stat): on a shared VM it moves much less with the load than requests per second do. Writes the "Durable raw-cache triggers" section of bench/RESULTS.md (replacing the
 # one a previous run wrote); raw outputs in bench/out/durable-trigger/.
 #
 #   usage: bash bench/durable-trigger.sh      (about 4 minutes on 2 vCPUs)
@@ -77,6 +78,9 @@ PID[writer]=${pids[-1]}
 for variant in "${VARIANTS[@]}"; do wait_http "http://127.0.0.1:${PORT[$variant]}/versions" "${PID[$variant]}"; done
 
 RESULTS=$OUT/results.jsonl
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID: user + system CPU time of the process, every thread included (the writer's too).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run=0
 # wrk_once VARIANT CONNECTIONS SECONDS FILE: one wrk run, with image ids no other run uses.
 wrk_once() {
@@ -96,10 +100,12 @@ for conns in $CONNECTIONS; do
     for ((i = 0; i < ${#VARIANTS[@]}; i++)); do
       variant=${VARIANTS[$(((i + round - 1) % ${#VARIANTS[@]}))]}
       file=$OUT/$variant-c$conns-r$round.txt
+      before=$(cpu_ticks "${PID[$variant]}")
       wrk_once "$variant" "$conns" "$WRK_SECONDS" "$file"
+      after=$(cpu_ticks "${PID[$variant]}")
       summary=$(sed -n 's/^WRK_JSON //p' "$file")
       [ -n "$summary" ] || die "wrk gave no summary for $variant, see $file"
-      record="{\"variant\":\"$variant\",\"connections\":$conns,\"round\":$round,\"wrk\":$summary}"
+      record="{\"variant\":\"$variant\",\"connections\":$conns,\"round\":$round,\"cpu_s\":$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN { print t / hz }'),\"wrk\":$summary}"
       printf '%s\n' "$record" >>"$RESULTS"
     done
   done
