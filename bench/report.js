@@ -234,7 +234,7 @@ ${reading()}
 // The raw-cache section belongs to bench/rawcache.sh: keep it across pass-through runs.
 const previous = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
 // Sections other benchmarks write (between their begin/end markers) stay as they were.
-const kept = ['rawcache', 'hostile-json']
+const kept = ['rawcache', 'hostile-json', 'durable-trigger']
   .map((name) => new RegExp(`<!-- ${name}:begin[\\s\\S]*<!-- ${name}:end -->`).exec(previous)?.[0])
   .filter((section) => section !== undefined);
 fs.writeFileSync(resultsFile, kept.length > 0 ? `${report.trimEnd()}\n\n${kept.join('\n\n')}\n` : report);

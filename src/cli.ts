@@ -76,7 +76,8 @@ async function runProxy(config: ProxyConfig, onStopped: () => Promise<void> = as
   const logger = createLogger(config.log.level);
   const queue = config.rawcache.enabled ? await openQueue(config, logger) : undefined;
   const metrics = config.metrics.enabled ? new Metrics('proxy') : undefined;
-  const proxy = createProxy(config, logger, { metrics, rawCache: queue && createRawCacheTrigger(queue, logger) });
+  const trigger = queue && createRawCacheTrigger(queue, logger, config.rawcache.trigger);
+  const proxy = createProxy(config, logger, { metrics, rawCache: trigger });
   // The ops listener first: once the API answers, so does it.
   const ops = await startProxyOpsServer(config, metrics, queue);
   const { host, port } = await proxy.listen();
@@ -86,6 +87,7 @@ async function runProxy(config: ProxyConfig, onStopped: () => Promise<void> = as
     await proxy.shutdown(config.timeouts.shutdown_grace * 1000);
     // Last, so that Prometheus sees the drain.
     await ops?.close();
+    await trigger?.close();
     await queue?.close();
     await onStopped();
   });

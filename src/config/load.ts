@@ -42,6 +42,8 @@ export interface RawCacheConfig {
     amqp_partitions: number;
     lease_seconds: number;
   };
+  /** The proxy's side: how long an answer waits for the queue, and where jobs go when it does not confirm. */
+  trigger: { queue_wait_seconds: number; spool_dir: string | null };
   target: {
     kind: 'file' | 'rbd';
     file_dir: string;

@@ -16,8 +16,8 @@ export interface RawCacheSettings {
 }
 
 /**
- * Writes `<dir>/config.json` for a proxy and its workers: raw cache on, SQLite queue and file
- * copies under `dir` unless told otherwise, fast retries, no periodic sweep (tests sweep on purpose).
+ * Writes `<dir>/config.json` for a proxy and its workers: raw cache on, SQLite queue, trigger
+ * spool and file copies under `dir` unless told otherwise, fast retries, no periodic sweep (tests sweep on purpose).
  */
 export function writeRawCacheConfig(dir: string, settings: RawCacheSettings): string {
   const file = join(dir, 'config.json');
@@ -30,6 +30,7 @@ export function writeRawCacheConfig(dir: string, settings: RawCacheSettings): st
         queue: { backend: 'sqlite', sqlite_path: join(dir, 'queue.sqlite'), lease_seconds: 3, ...settings.queue },
         target: { kind: 'file', file_dir: join(dir, 'raw'), ...settings.target },
         worker: { concurrency: 2, work_dir: join(dir, 'work'), max_attempts: 2, retry_base_seconds: 0.5, retry_max_seconds: 2, reconcile_interval_seconds: 0, ...settings.worker },
+        trigger: { spool_dir: join(dir, 'spool') },
         ...settings.rawcache,
       },
       ...settings.extra,

@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,8 @@ import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
  * The raw cache with the RabbitMQ queue, end to end: real Glance (file store), the proxy publishing
  * each trigger to a real RabbitMQ before it answers, and `stx-glance-proxy worker` processes on the
  * other side. Jobs must survive a broker restart, run once each across workers, and come back to
- * another worker when the one holding them dies.
+ * another worker when the one holding them dies. With the broker down, the proxy answers once the
+ * job is in its spool, and the spool reaches the broker even if that proxy dies right after.
  */
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -28,6 +29,7 @@ describe('raw cache with the RabbitMQ queue', () => {
   let proxy: RunningProxy;
   let dir: string;
   let rawDir: string;
+  let spoolDir: string;
   let configFile: string;
   let client: HttpClient;
   const workers: RunningProxy[] = [];
@@ -42,10 +44,12 @@ describe('raw cache with the RabbitMQ queue', () => {
     [rabbit, glance] = await Promise.all([startRabbitMQ(), startGlance()]);
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-amqp-'));
     rawDir = join(dir, 'raw');
+    spoolDir = join(dir, 'spool');
     configFile = writeRawCacheConfig(dir, {
       upstream: glance.url,
       queue: { backend: 'amqp', amqp_url: rabbit.url, amqp_queue: QUEUE, amqp_partitions: PARTITIONS },
       worker: { max_attempts: 3 },
+      rawcache: { trigger: { spool_dir: spoolDir, queue_wait_seconds: 2 } },
     });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
     client = new HttpClient(proxy.url);
@@ -69,6 +73,14 @@ describe('raw cache with the RabbitMQ queue', () => {
   const conversionsOf = (id: string, of: RunningProxy[] = workers) =>
     of.map((w) => w.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"') && l.includes(`"image_id":"${id}"`)).length);
   const partials = () => readdirSync(rawDir).filter((name) => name.includes('.partial-'));
+  /** The triggers in the proxy's spool, from every file there. */
+  const spooled = (): Array<{ imageId: string; reason: string }> =>
+    existsSync(spoolDir)
+      ? readdirSync(spoolDir)
+          .filter((name) => name.endsWith('.jsonl'))
+          .flatMap((name) => readFileSync(join(spoolDir, name), 'utf8').split('\n').filter(Boolean))
+          .map((line) => JSON.parse(line))
+      : [];
 
   /** Ready messages in the partition queues, as an operator would count them. */
   const queuedJobs = async (): Promise<number> => {
@@ -136,6 +148,32 @@ describe('raw cache with the RabbitMQ queue', () => {
     expect(conversionsOf(id, [other])).toEqual([1]);
     expect(partials()).toEqual([]);
     expect(readdirSync(rawDir).filter((name) => name.startsWith(id))).toEqual([`${id}.raw`]);
+    expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, source));
+  }, 240_000);
+
+  it('answers an upload made while RabbitMQ is down once its job is in the spool; a proxy SIGKILLed after that answer queues it at its next start', async () => {
+    const source = makeQcow2(dir, 'spooled.qcow2', 32, 4, 0x66);
+    const id = await create('spooled');
+    await rabbit.halt();
+    await proxy.waitForLog('raw-cache queue: lost the connection to RabbitMQ', 30_000);
+
+    await upload(id, source);
+    // The answer came after the job was written and fsynced to the spool.
+    expect(spooled()).toContainEqual(expect.objectContaining({ imageId: id, reason: 'upload' }));
+    await proxy.waitForLog(new RegExp(`(?=.*"image_id":"${id}")(?=.*raw-cache trigger spooled)`));
+
+    // Only the spool has the job now: the broker never saw it, and this proxy dies.
+    await proxy.stop('SIGKILL');
+    proxy = await startProxy({ upstream: glance.url, config: configFile });
+    client.destroy();
+    client = new HttpClient(proxy.url);
+    await rabbit.resume();
+    if (workers.length === 0) await startAWorker();
+
+    await proxy.waitForLog('raw-cache spool: spooled triggers queued', 60_000);
+    expect(spooled()).toEqual([]);
+    const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    expect(image.cache_raw_size).toBe(String(32 * 1024 * 1024));
     expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, source));
   }, 240_000);
 });

@@ -36,7 +36,13 @@ describe('proxy killed before it could record the trigger', () => {
     dir = await mkdtemp(join(tmpdir(), 'stx-rawcache-crash-'));
     queueFile = join(dir, 'queue.sqlite');
     opsPort = await freePort();
-    configFile = writeRawCacheConfig(dir, { upstream: glance.url, extra: { metrics: { worker_listen: `127.0.0.1:${opsPort}` } } });
+    // The proxy waits for the locked queue until SQLite gives up (5 s), not the default 2 s, before
+    // it spools the trigger and answers: the window in which this test kills it.
+    configFile = writeRawCacheConfig(dir, {
+      upstream: glance.url,
+      rawcache: { trigger: { spool_dir: join(dir, 'spool'), queue_wait_seconds: 30 } },
+      extra: { metrics: { worker_listen: `127.0.0.1:${opsPort}` } },
+    });
     proxy = await startProxy({ upstream: glance.url, config: configFile });
   });
 

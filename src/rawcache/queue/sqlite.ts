@@ -16,6 +16,7 @@ import {
   type JobQueueOptions,
   type Settlement,
 } from './common';
+import { SqliteTriggerWriter } from './sqlite-writer';
 
 /**
  * How long a statement waits for another process's write lock. The proxy and every worker
@@ -52,6 +53,21 @@ const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
     `),
 ];
 
+/**
+ * Records one trigger. Waiting: coalesce (earliest enqueued_at, latest reason, due now, attempts
+ * from 0). Leased (running, or held by a worker that may have died): only remember that a trigger came.
+ */
+export const ENQUEUE_SQL = `
+  INSERT INTO jobs (image_id, reason, attempts, enqueued_at, not_before)
+  VALUES (@imageId, @reason, 0, @now, @now)
+  ON CONFLICT (image_id) DO UPDATE SET
+    reason = excluded.reason,
+    attempts = CASE WHEN lease_owner IS NULL THEN 0 ELSE attempts END,
+    not_before = CASE WHEN lease_owner IS NULL THEN excluded.not_before ELSE not_before END,
+    rerun = CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END,
+    rerun_enqueued_at = CASE WHEN lease_owner IS NULL THEN NULL ELSE coalesce(rerun_enqueued_at, excluded.enqueued_at) END
+`;
+
 interface JobRow {
   image_id: string;
   reason: TriggerReason;
@@ -73,11 +89,10 @@ interface RunningClaim {
 /**
  * The SQLite job queue: the proxy and the workers of one host share a database file.
  *
- * Durability: WAL with synchronous=NORMAL. A commit survives a crash of the process (and of every
- * process) as soon as `enqueue` returns; a power loss may drop the last commits before the next
- * WAL checkpoint. FULL would fsync every commit: 0.15-1 ms on the development VM, but better-sqlite3
- * runs on the event loop, and on a host that is busy writing image data an fsync can stall every
- * proxied stream for much longer. Jobs a power loss drops are found again by the reconciler's sweep.
+ * Durability: WAL with synchronous=FULL on every connection: a commit is fsynced before it
+ * returns, so a job `enqueue` confirmed survives a power loss, not only a crash. Triggers are
+ * committed by a thread of their own (sqlite-writer.ts), which keeps the fsync and any wait for
+ * another process's write lock off the event loop and lets concurrent triggers share one commit.
  */
 export class SqliteJobQueue implements JobQueue {
   readonly backend = 'sqlite' as const;
@@ -97,9 +112,10 @@ export class SqliteJobQueue implements JobQueue {
   private readonly running = new Map<string, RunningClaim>();
   private stopped: Promise<void> | undefined;
   private closed = false;
+  /** Commits triggers off the event loop; started on the first enqueue. */
+  private readonly writer: SqliteTriggerWriter;
 
   private readonly statements: {
-    enqueue: Database.Statement;
     due: Database.Statement;
     claim: Database.Statement;
     renew: Database.Statement;
@@ -126,13 +142,16 @@ export class SqliteJobQueue implements JobQueue {
       if (String(mode).toLowerCase() !== 'wal') {
         throw new Error(`${config.sqlite_path}: SQLite refused WAL mode (got '${mode}'); the queue needs a local file system`);
       }
-      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('synchronous = FULL');
       this.migrate();
       this.statements = this.prepare();
     } catch (err) {
       this.db.close();
       throw err;
     }
+    this.writer = new SqliteTriggerWriter({ path: config.sqlite_path, busyTimeoutMs: BUSY_TIMEOUT_MS, enqueueSql: ENQUEUE_SQL }, (journalMode, synchronous) =>
+      logger.info('raw-cache queue: trigger writer ready', { path: config.sqlite_path, journal_mode: journalMode, synchronous }),
+    );
   }
 
   private migrate(): void {
@@ -155,18 +174,6 @@ export class SqliteJobQueue implements JobQueue {
 
   private prepare(): SqliteJobQueue['statements'] {
     return {
-      // Waiting: coalesce (earliest enqueued_at, latest reason, due now, attempts from 0).
-      // Leased (running, or held by a worker that may have died): only remember that a trigger came.
-      enqueue: this.db.prepare(`
-        INSERT INTO jobs (image_id, reason, attempts, enqueued_at, not_before)
-        VALUES (@imageId, @reason, 0, @now, @now)
-        ON CONFLICT (image_id) DO UPDATE SET
-          reason = excluded.reason,
-          attempts = CASE WHEN lease_owner IS NULL THEN 0 ELSE attempts END,
-          not_before = CASE WHEN lease_owner IS NULL THEN excluded.not_before ELSE not_before END,
-          rerun = CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END,
-          rerun_enqueued_at = CASE WHEN lease_owner IS NULL THEN NULL ELSE coalesce(rerun_enqueued_at, excluded.enqueued_at) END
-      `),
       // A read first: readers never wait for (or hold up) writers in WAL mode, so idle polling by
       // several workers costs the proxy's enqueue nothing.
       due: this.db.prepare('SELECT 1 FROM jobs WHERE not_before <= @now AND (lease_owner IS NULL OR lease_until <= @now) LIMIT 1'),
@@ -222,7 +229,7 @@ export class SqliteJobQueue implements JobQueue {
     const imageId = checkEnqueueArguments(id, reason);
     if (this.closed) throw new QueueUnavailableError('raw-cache queue is closed');
     try {
-      this.statements.enqueue.run({ imageId, reason, now: Date.now() });
+      await this.writer.write(imageId, reason);
     } catch (err) {
       throw new QueueUnavailableError(`raw-cache queue ${this.config.sqlite_path}: cannot record the job for image ${imageId}: ${(err as Error).message}`);
     }
@@ -266,6 +273,7 @@ export class SqliteJobQueue implements JobQueue {
     if (this.closed) return;
     await this.stopConsuming();
     this.closed = true;
+    await this.writer.close();
     this.db.close();
   }
 
