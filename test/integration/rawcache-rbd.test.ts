@@ -434,7 +434,7 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
       expect(downloadsOf(id).filter((line) => relay.ranges.has(line))).toEqual([]);
     });
 
-    it('leaves a raw copy that a client has open alone (no blocklisting), and removes it once the client is gone', async () => {
+    it('leaves a raw copy that a client has open alone (no blocklisting), says so after max_attempts, and removes it once the client is gone', async () => {
       const { id } = await create({ name: 'watched', container_format: 'bare', disk_format: 'qcow2', cache_raw: 'True' });
       await upload(id, makeQcow2(dir, 'watched.qcow2', 16, 2, 0x45));
       await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
@@ -449,9 +449,11 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
         }
         await setCacheRaw(id, 'False');
         await worker.waitForLog(new RegExp(`"image":"${spec}".*"message":"not removing an RBD image that a client has open; will retry"`), 30_000);
-        // The copy is intact and the image still says so: nothing was unprotected, purged or cut off.
+        // Retried like any failure, then recorded: the owner and operators see why the copy stays.
+        const refused = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 60_000, false);
+        expect(refused.cache_raw_error).toMatch(/^The RAW copy failed 2 times; last error: the RBD image \S+_raw is open by a client \(watchers: /);
+        // The copy is intact: nothing was unprotected, purged or cut off.
         expect(JSON.parse(await ceph.rbd(['snap', 'ls', '--format', 'json', spec]))).toEqual([expect.objectContaining({ name: 'snap', protected: 'true' })]);
-        expect(await show(id)).toMatchObject({ cache_raw: 'False', cache_raw_status: 'Cached' });
         const [client] = await watchersOf();
         expect(await ceph.admin(['osd', 'blocklist', 'ls'])).not.toContain(client.address);
       } finally {
@@ -461,6 +463,8 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
         await exited;
         clearTimeout(timer);
       }
+      // Turning cache_raw off once more (or the sweep, or `cache retry`) queues the removal again.
+      await setCacheRaw(id, 'False');
       await waitForImage(id, (i) => i.cache_raw_status === undefined && i.cache_raw_url === undefined, 60_000);
       expect(await rbdNamesOf(id)).toEqual([id]);
     });
