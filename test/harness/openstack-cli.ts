@@ -49,9 +49,17 @@ export const openstackCli = (endpoint: string, ...args: string[]) =>
 /** The rows of glanceclient's `| Property | Value |` table. */
 export function glanceTable(output: string): Record<string, string> {
   const rows: Record<string, string> = {};
+  let last: string | undefined;
   for (const line of output.split('\n')) {
     const match = /^\| (\S+)\s+\| (.*?)\s*\|$/.exec(line);
-    if (match && match[1] !== 'Property') rows[match[1]] = match[2];
+    if (match && match[1] !== 'Property') {
+      last = match[1];
+      rows[last] = match[2];
+      continue;
+    }
+    // glanceclient wraps values longer than 80 characters onto rows whose first column is empty.
+    const wrapped = /^\|\s+\| (.*?)\s*\|$/.exec(line);
+    if (wrapped && last !== undefined) rows[last] += wrapped[1];
   }
   return rows;
 }
