@@ -104,6 +104,10 @@ async function startCliService(
     await waitUntilAnswering(url, readyPath, service, output, options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
 
     const running = service;
+    // A process that ends any other way than stop() (killed by a test, crashed) leaves no log dir either.
+    let cleaned: Promise<void> | undefined;
+    const cleanUp = (): Promise<void> => (cleaned ??= output.close().then(() => removeUnlessKept(logDir)));
+    void running.exited.then(cleanUp, cleanUp);
     return {
       url,
       port,
@@ -114,8 +118,7 @@ async function startCliService(
       waitForLog: (pattern, timeoutMs) => output.waitFor(pattern, timeoutMs ?? DEFAULT_LOG_WAIT_MS),
       stop: async (signal = 'SIGTERM', graceMs = DEFAULT_STOP_GRACE_MS) => {
         const status = await running.stop(signal, { graceMs });
-        await output.close();
-        await removeUnlessKept(logDir);
+        await cleanUp();
         return status;
       },
       kill: (signal) => running.signal(signal),
