@@ -33,13 +33,6 @@ VARIANTS=(off normal full-inline writer)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-start() {
-  local name=$1 cpu=$2
-  shift 2
-  taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 &
-  pids+=($!)
-}
-
 rm -rf "$OUT"
 mkdir -p "$OUT"
 # Before the pinning below: nproc counts only the CPUs this process may run on.

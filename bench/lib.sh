@@ -14,6 +14,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# start NAME CPU COMMAND... : runs COMMAND in the background pinned to CPU, output in $OUT/NAME.log.
+start() {
+  local name=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 &
+  pids+=($!)
+}
+
 # wait_http URL PID [SECONDS]: until URL answers at all; fails if PID exits first.
 wait_http() {
   local url=$1 pid=$2 seconds=${3:-10}

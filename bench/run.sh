@@ -32,14 +32,6 @@ PROXY_CPU=1
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-# start NAME CPU COMMAND... : runs COMMAND in the background on CPU, output in bench/out/NAME.log.
-start() {
-  local name=$1 cpu=$2
-  shift 2
-  taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 &
-  pids+=($!)
-}
-
 start_proxy() {
   local name=$1 upstream=$2 port=$3
   # Several proxies run at once: none opens the ops listener, which would all want 127.0.0.1:9293.

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
+import path, { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import type { RawCacheConfig } from '../../src/config/load';
@@ -14,6 +14,24 @@ import { OwnershipLostError, type ClaimedJob, type JobQueue, type RawCacheJob } 
  */
 
 export type QueueConfig = RawCacheConfig['queue'];
+
+/**
+ * A counter of SQLite stores, so that every queue config made in one process has a database of its own.
+ */
+let sqliteStores = 0;
+
+/** Settings of an SQLite queue in a database of its own under `dir`. */
+export function sqliteQueueConfig(dir: string, overrides: Partial<QueueConfig> = {}): QueueConfig {
+  return {
+    backend: 'sqlite',
+    sqlite_path: join(dir, `queue-${++sqliteStores}`, 'rawcache.sqlite'),
+    amqp_url: null,
+    amqp_queue: 'unused',
+    amqp_partitions: 1,
+    lease_seconds: 5,
+    ...overrides,
+  };
+}
 
 export interface QueueStore {
   /** Settings of a queue no other test uses (its own database file or queue names). */

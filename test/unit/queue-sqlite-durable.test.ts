@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createJobQueue } from '../../src/rawcache/queue';
 import type { JobQueue } from '../../src/rawcache/types';
-import { imageId, recordingLogger, waitUntil, type QueueConfig } from '../harness/queue-contract';
+import { imageId, recordingLogger, sqliteQueueConfig, waitUntil, type QueueConfig } from '../harness/queue-contract';
 
 /*
  * A trigger the SQLite queue confirmed survives a power loss: it is committed with
@@ -16,17 +16,7 @@ import { imageId, recordingLogger, waitUntil, type QueueConfig } from '../harnes
 const dir = mkdtempSync(join(tmpdir(), 'stx-queue-durable-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let stores = 0;
-function sqliteConfig(): QueueConfig {
-  return {
-    backend: 'sqlite',
-    sqlite_path: join(dir, `queue-${++stores}`, 'rawcache.sqlite'),
-    amqp_url: null,
-    amqp_queue: 'unused',
-    amqp_partitions: 1,
-    lease_seconds: 5,
-  };
-}
+const sqliteConfig = (): QueueConfig => sqliteQueueConfig(dir);
 
 describe('SQLite queue: durable triggers', () => {
   const opened: JobQueue[] = [];

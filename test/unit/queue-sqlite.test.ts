@@ -14,23 +14,14 @@ import {
   waitUntil,
   type QueueConfig,
   type Run,
+  sqliteQueueConfig,
 } from '../harness/queue-contract';
 
 const dir = mkdtempSync(join(tmpdir(), 'stx-queue-sqlite-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let stores = 0;
-function sqliteConfig(overrides: Partial<QueueConfig> = {}): QueueConfig {
-  return {
-    backend: 'sqlite',
-    sqlite_path: join(dir, `queue-${++stores}`, 'rawcache.sqlite'),
-    amqp_url: null,
-    amqp_queue: 'unused',
-    amqp_partitions: 1,
-    lease_seconds: 1,
-    ...overrides,
-  };
-}
+// Leases of 1 s: a consumer that stops renewing loses its jobs quickly.
+const sqliteConfig = (overrides: Partial<QueueConfig> = {}): QueueConfig => sqliteQueueConfig(dir, { lease_seconds: 1, ...overrides });
 
 describeJobQueueContract('sqlite', () => ({
   newStore: () => {

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { createJobQueue } from '../../src/rawcache/queue';
 import { createRawCacheTrigger, type RawCacheTrigger } from '../../src/rawcache/trigger';
 import type { JobQueue } from '../../src/rawcache/types';
-import { imageId, recordingLogger, waitUntil, type QueueConfig } from '../harness/queue-contract';
+import { imageId, recordingLogger, sqliteQueueConfig, waitUntil, type QueueConfig } from '../harness/queue-contract';
 
 /*
  * The proxy's trigger against a real SQLite queue whose database another process holds locked:
@@ -16,17 +16,7 @@ import { imageId, recordingLogger, waitUntil, type QueueConfig } from '../harnes
 const dir = mkdtempSync(join(tmpdir(), 'stx-trigger-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let stores = 0;
-function sqliteConfig(): QueueConfig {
-  return {
-    backend: 'sqlite',
-    sqlite_path: join(dir, `queue-${++stores}`, 'rawcache.sqlite'),
-    amqp_url: null,
-    amqp_queue: 'unused',
-    amqp_partitions: 1,
-    lease_seconds: 5,
-  };
-}
+const sqliteConfig = (): QueueConfig => sqliteQueueConfig(dir);
 
 /** Every trigger line in the spool directory, whatever file it is in. */
 function spooled(spoolDir: string): Array<{ imageId: string; reason: string }> {
@@ -62,7 +52,7 @@ describe('raw-cache trigger with a locked SQLite queue', () => {
   const hasJob = (id: string) => holder.prepare('SELECT 1 FROM jobs WHERE image_id = ?').get(id) !== undefined;
 
   it('answers once the trigger is in the spool, and queues it from there once the database is free', async () => {
-    const spoolDir = join(dir, `spool-${stores}`);
+    const spoolDir = join(mkdtempSync(join(dir, 'case-')), 'spool');
     trigger = createRawCacheTrigger(queue, log.logger, { spool_dir: spoolDir, queue_wait_seconds: 0.2 });
     const id = imageId();
     await trigger.afterImageChange(id, 'upload', 'req-locked');
@@ -75,7 +65,7 @@ describe('raw-cache trigger with a locked SQLite queue', () => {
   });
 
   it('answers, with an error in the log, when neither the queue nor the spool can take the trigger', async () => {
-    const notADirectory = join(dir, `file-${stores}`);
+    const notADirectory = join(mkdtempSync(join(dir, 'case-')), 'file');
     writeFileSync(notADirectory, '');
     trigger = createRawCacheTrigger(queue, log.logger, { spool_dir: join(notADirectory, 'spool'), queue_wait_seconds: 0.2 });
     const id = imageId();
