@@ -3,6 +3,9 @@
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# The Node.js release the project runs on (.node-version), as npm test and npm run stack use it.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/use-node.sh"
+
 pids=()
 tmp=$(mktemp -d)
 cleanup() {

@@ -4,6 +4,7 @@
 # Extra arguments go to `stx-glance-proxy stack` (see --help), e.g. --upstream URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/use-node.sh
 bash scripts/ensure-system-deps.sh glance
 bash scripts/ensure-node-deps.sh
 exec node dist/cli.js stack "$@"

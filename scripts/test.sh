@@ -13,6 +13,7 @@
 # host itself (other runs, the platform's own lock files) may write there meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/use-node.sh
 
 policy_before=$(sha256sum /usr/sbin/policy-rc.d 2>/dev/null || echo absent)
 bash scripts/ensure-system-deps.sh glance keystone rabbitmq ceph tempest

@@ -74,7 +74,7 @@ describe('example configurations in config/', () => {
     it('runs the command on the installed configuration file', () => {
       const command = unit === 'stx-glance-proxy.service' ? 'serve' : 'worker';
       expect(setting('ExecStart')).toEqual([
-        `/usr/bin/node /opt/stx-glance-proxy/dist/cli.js ${command} --config /etc/stx-glance-proxy/stx-glance-proxy.yaml`,
+        `/opt/stx-glance-proxy/runtime/bin/node /opt/stx-glance-proxy/dist/cli.js ${command} --config /etc/stx-glance-proxy/stx-glance-proxy.yaml`,
       ]);
     });
 

@@ -17,13 +17,26 @@ function record(overrides: Partial<ImageDataRecord> = {}): ImageDataRecord {
 
 /** The data in 64 KiB chunks, optionally failing or stalling after `cutAt` bytes. */
 function chunks(bytes: Buffer, cutAt?: number, how: 'end' | 'error' | 'stall' = 'end'): () => Readable {
+  if (how === 'stall') {
+    // A source that goes silent, as a stalled socket does: it can still be destroyed. (A generator held
+    // at an await that never settles could not be: its return() would wait for that await forever.)
+    return () => {
+      const pieces: Buffer[] = [];
+      for (let offset = 0; offset < (cutAt ?? bytes.length); offset += 64 * 1024) pieces.push(bytes.subarray(offset, Math.min(cutAt ?? bytes.length, offset + 64 * 1024)));
+      return new Readable({
+        read() {
+          const piece = pieces.shift();
+          if (piece) this.push(piece);
+        },
+      });
+    };
+  }
   return () =>
     Readable.from(
       (async function* generate() {
         const limit = cutAt ?? bytes.length;
         for (let offset = 0; offset < limit; offset += 64 * 1024) yield bytes.subarray(offset, Math.min(limit, offset + 64 * 1024));
         if (how === 'error') throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-        if (how === 'stall') await new Promise(() => undefined);
       })(),
     );
 }

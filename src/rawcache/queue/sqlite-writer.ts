@@ -168,7 +168,7 @@ export class SqliteTriggerWriter {
       for (const waiter of this.pending.values()) waiter.reject(new Error(why));
       this.pending.clear();
     };
-    worker.on('error', (err) => ended(`the trigger writer thread failed: ${err.message}`));
+    worker.on('error', (err) => ended(`the trigger writer thread failed: ${err instanceof Error ? err.message : String(err)}`));
     worker.on('exit', (code) => ended(`the trigger writer thread exited (code ${code})`));
     return worker;
   }
