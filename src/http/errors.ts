@@ -4,8 +4,9 @@ import { requestIdOf } from './request-id';
 
 /**
  * Error bodies in the exact shape Glance's WebOb exceptions produce, so that clients which parse
- * Glance errors (glanceclient reads the HTML, openstacksdk the JSON or plain text) show ours the same way.
- * The format follows the request's Accept header as webob.exc.WSGIHTTPException.generate_response does.
+ * Glance errors (glanceclient reads the HTML, openstacksdk the JSON or HTML) show ours the same way.
+ * The format follows the request's Accept header as webob.exc.WSGIHTTPException.generate_response does,
+ * except where no preference is stated (see renderReadableError).
  */
 
 export type ErrorFlavor = 'html' | 'json' | 'plain';
@@ -122,11 +123,34 @@ export function renderGlanceError(status: number, explanation: string, flavor: E
   }
 }
 
+/**
+ * The body of an error the proxy itself produces for a client that stated no preference (no Accept,
+ * or an empty one). Glance would send plain text, which openstacksdk (and so the `openstack` CLI,
+ * Nova's and Cinder's SDK-based code) cannot read: it shows only the reason phrase. openstacksdk
+ * sends its image updates (PATCH) with an empty Accept, so a StarlingX refusal of `openstack image
+ * set` would reach the user as a bare "Bad Request". JSON with the message under one object is read
+ * by openstacksdk (a `message` in any top-level object) and by python-glanceclient (a `message` in
+ * every top-level value, which webob's flat JSON form would break).
+ */
+export function renderReadableError(status: number, explanation: string, detail = ''): GlanceErrorBody {
+  const title = TITLES[status] ?? 'Error';
+  const message = detail ? `${explanation}\n\n${detail}` : explanation;
+  return { contentType: 'application/json', body: pythonJson({ error: { message, code: status, title } }) };
+}
+
+/** True when the client asked for no media type at all: no Accept header, or an empty one. */
+export function statesNoPreference(accept: string | undefined): boolean {
+  return accept === undefined || accept.trim() === '';
+}
+
 export interface SendErrorOptions { detail?: string; headers?: Record<string, string> }
 
 /**
  * Answers a request with a Glance-style error, carrying the request id as Glance's own errors do,
- * unless the response has already started (then it is cut).
+ * unless the response has already started (then it is cut). The body follows the Accept header as
+ * Glance's would, except that a client that states no preference gets JSON every OpenStack client
+ * reads (renderReadableError) rather than Glance's plain text. Errors Glance itself sends pass
+ * through as Glance wrote them; this is only for the proxy's own.
  */
 export function sendGlanceError(
   req: IncomingMessage,
@@ -139,7 +163,10 @@ export function sendGlanceError(
     res.destroy();
     return;
   }
-  const { contentType, body } = renderGlanceError(status, explanation, errorFlavor(req.headers.accept), options.detail);
+  const accept = req.headers.accept;
+  const { contentType, body } = statesNoPreference(accept)
+    ? renderReadableError(status, explanation, options.detail)
+    : renderGlanceError(status, explanation, errorFlavor(accept), options.detail);
   const headers: Record<string, string> = {
     ...options.headers,
     'Content-Type': contentType,

@@ -200,15 +200,21 @@ describe('Glance unreachable', () => {
     });
   });
 
-  it('answers 503 with an HTML body for Accept */* and plain text for an empty Accept, like Glance', async () => {
+  it('answers 503 with an HTML body for Accept */*, plain text for text/plain, and JSON openstacksdk reads for an empty Accept', async () => {
     const html = await client.get('/v2/images/66666666-6666-6666-6666-666666666666/file', { Accept: '*/*' });
     expect(html.status).toBe(503);
     expect(html.header('content-type')).toBe('text/html; charset=UTF-8');
     expect(html.text()).toContain('<title>503 Service Unavailable</title>');
-    const plain = await client.get('/versions', { Accept: '' });
+    const plain = await client.get('/versions', { Accept: 'text/plain' });
     expect(plain.status).toBe(503);
     expect(plain.header('content-type')).toBe('text/plain; charset=UTF-8');
     expect(plain.text()).toBe('503 Service Unavailable\n\nThe server is currently unavailable. Please try again at a later time.\n\n The image service could not be reached.  ');
+    const none = await client.get('/versions', { Accept: '' });
+    expect(none.status).toBe(503);
+    expect(none.header('content-type')).toBe('application/json');
+    expect(JSON.parse(none.text())).toEqual({
+      error: { code: 503, title: 'Service Unavailable', message: 'The server is currently unavailable. Please try again at a later time.\n\nThe image service could not be reached.' },
+    });
   });
 
   it('keeps serving after upstream failures (no crash)', async () => {

@@ -1,4 +1,4 @@
-import { errorFlavor, renderGlanceError } from '../../src/http/errors';
+import { errorFlavor, renderGlanceError, renderReadableError, statesNoPreference } from '../../src/http/errors';
 
 /** Bodies captured from Glance 25 (webob), byte for byte. */
 const NOT_FOUND = 'No image found with ID 00000000-0000-0000-0000-000000000000';
@@ -54,5 +54,24 @@ describe('Glance-style error bodies', () => {
     ['application/json;q=0', 'plain'],
   ])('picks the body for Accept %p like Glance: %s', (accept, flavor) => {
     expect(errorFlavor(accept)).toBe(flavor);
+  });
+
+  it.each([
+    [undefined, true],
+    ['', true],
+    ['  ', true],
+    ['*/*', false],
+    ['text/plain', false],
+  ])('treats Accept %p as stating no preference: %p', (accept, none) => {
+    expect(statesNoPreference(accept)).toBe(none);
+  });
+
+  it('renders the proxy\'s own errors for no stated preference as JSON with the message in one object', () => {
+    const { contentType, body } = renderReadableError(400, 'cache_raw must be True or False, value: maybe');
+    expect(contentType).toBe('application/json');
+    expect(body).toBe('{"error": {"message": "cache_raw must be True or False, value: maybe", "code": 400, "title": "Bad Request"}}');
+    expect(JSON.parse(renderReadableError(503, 'Unavailable.', 'The image service could not be reached.').body).error.message).toBe(
+      'Unavailable.\n\nThe image service could not be reached.',
+    );
   });
 });
