@@ -22,6 +22,9 @@ export interface BodyInspector {
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** How much of a refused body with a declared length is read and dropped, in multiples of the limit. */
+const MAX_DISCARD_FACTOR = 16;
+
 export function readRequestBody(req: IncomingMessage, limit: number, inspector?: BodyInspector): Promise<BodyResult> {
   const encoding = String(req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
   if (encoding !== 'identity' && encoding !== '') {
@@ -37,7 +40,9 @@ export function readRequestBody(req: IncomingMessage, limit: number, inspector?:
   const declaredHeader = req.headers['content-length'];
   const declared = Number(declaredHeader ?? 0);
   if (declared > limit) {
-    discardRest(req, limit);
+    // The client announced the whole body: drop all of it (up to a bound), or the cut would reset the
+    // connection under the 413 before a client that writes its whole body first has read it.
+    discardRest(req, Math.min(declared, MAX_DISCARD_FACTOR * limit));
     return Promise.resolve(tooLarge);
   }
   return new Promise((resolve) => {
