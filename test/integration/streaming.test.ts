@@ -9,8 +9,8 @@ import { HttpClient } from '../harness/http';
 import { startProxy, type RunningProxy } from '../harness/proxy';
 
 /**
- * Image data is streamed, never held: a 2 GiB upload and download through the proxy keep its peak
- * resident memory under 150 MiB, and bytes arrive intact through a real Glance.
+ * Image data is streamed, never held: a 2 GiB upload and download through the proxy raise its peak
+ * resident memory by less than 128 MiB, and bytes arrive intact through a real Glance.
  */
 
 const MiB = 1024 * 1024;
@@ -29,6 +29,11 @@ function patterned(total: number, chunk = 4 * MiB): Readable {
       this.push(n === chunk ? block : block.subarray(0, n));
     },
   });
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }
 
 function peakRssMiB(pid: number): number {
@@ -75,6 +80,10 @@ describe('streaming 2 GiB through the proxy', () => {
           res.writeHead(204, { 'X-Received': String(received) });
           res.end();
         });
+      } else if (req.url === '/versions') {
+        // The harness's readiness probe: a short answer, not the 2 GiB download.
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{"versions": []}');
       } else {
         res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(2 * GiB) });
         patterned(2 * GiB).pipe(res);
@@ -88,8 +97,11 @@ describe('streaming 2 GiB through the proxy', () => {
     await upstream?.close();
   });
 
-  it('uploads 2 GiB chunked and downloads 2 GiB with peak RSS under 150 MiB', async () => {
+  it('uploads 2 GiB chunked and downloads 2 GiB with the peak RSS less than 128 MiB over the idle proxy\'s', async () => {
+    // Against the idle process, not an absolute figure: the runtime alone takes 55 (Node 20) to 75 MiB
+    // (Node 26). Holding either body would take 2 GiB.
     const path = '/v2/images/77777777-7777-7777-7777-777777777777/file';
+    const idleRssMiB = rssMiB(proxy.pid);
     const uploaded = await send(
       `${proxy.url}${path}`,
       { method: 'PUT', headers: { 'Content-Type': 'application/octet-stream', 'Transfer-Encoding': 'chunked' } },
@@ -104,7 +116,7 @@ describe('streaming 2 GiB through the proxy', () => {
     const { bytes } = await drain(downloaded);
     expect(bytes).toBe(2 * GiB);
 
-    expect(peakRssMiB(proxy.pid)).toBeLessThan(150);
+    expect(peakRssMiB(proxy.pid) - idleRssMiB).toBeLessThan(128);
   }, 120_000);
 });
 
