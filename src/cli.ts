@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type ProxyConfig } from './config/load';
+import { ConfigError, configProblems, loadConfig, type ProxyConfig } from './config/load';
+import { renderEffectiveConfig } from './config/show';
 import { assertStackServesThisHostOnly, startLocalGlance, stackInstructions, startStackWorker, type LocalStack } from './dev/stack';
 import { createProxy } from './http/server';
 import { createLogger, type Logger } from './ops/log';
@@ -23,6 +24,8 @@ commands:
   cache show IMAGE [--json]          one image's raw-cache state and whether its copy is there
   cache retry IMAGE                  queue the image again (also from Error)
   stack     run the proxy; with no upstream configured, also a local real Glance and a worker
+  config check [FILE]                every problem of a configuration, one line each naming the key
+  config show [--json]               the effective configuration (defaults, environment, flags), secrets masked
 
 options (serve, stack):
   --upstream URL     the real Glance API (e.g. http://127.0.0.1:19292)
@@ -204,6 +207,33 @@ async function cache(argv: string[]): Promise<void> {
   }
 }
 
+/**
+ * `config check [FILE]`: exit 0 and one OK line, or exit 1 and one line per problem (all of them, not
+ * the first). `config show`: the configuration serve and worker would run with, secrets masked.
+ */
+async function config(argv: string[]): Promise<void> {
+  const [action, ...rest] = argv;
+  if (action === 'check') {
+    const { values, positionals } = parseArgs({ args: rest, options: { config: { type: 'string' } }, allowPositionals: true, strict: true });
+    if (positionals.length > 1) throw new ConfigError('config check takes one FILE');
+    const file = positionals[0] ?? values.config ?? process.env.STX_GLANCE_PROXY_CONFIG;
+    const problems = configProblems({ file });
+    if (problems.length === 0) {
+      process.stdout.write(`${file ?? 'the configuration (defaults and environment)'}: OK\n`);
+      return;
+    }
+    process.stdout.write(problems.map((line) => `${line}\n`).join(''));
+    process.exitCode = 1;
+    return;
+  }
+  if (action === 'show') {
+    const { values } = parseArgs({ args: rest, options: { ...COMMON_OPTIONS, json: { type: 'boolean' } }, strict: true });
+    process.stdout.write(renderEffectiveConfig(configFrom(values), values.json ? 'json' : 'yaml'));
+    return;
+  }
+  throw new ConfigError(`unknown config action '${action ?? ''}' (check [FILE], show)`);
+}
+
 async function stack(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -241,6 +271,8 @@ async function main(): Promise<void> {
       return reconcile(rest);
     case 'cache':
       return cache(rest);
+    case 'config':
+      return config(rest);
     case undefined:
     case '-h':
     case '--help':

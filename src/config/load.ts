@@ -2,99 +2,20 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import Ajv, { type ErrorObject } from 'ajv';
 import YAML from 'yaml';
-
-/** The validated configuration, with every default filled in (schemas/config.schema.json). */
-export interface ProxyConfig {
-  listen: string;
-  upstream?: string;
-  public_url: string | null;
-  timeouts: { client_idle: number; upstream_idle: number; request_headers: number; keep_alive: number; shutdown_grace: number };
-  upstream_pool: { max_sockets: number; max_free_sockets: number };
-  /** Peers whose Forwarded / X-Forwarded-* headers are kept (addresses or CIDR blocks). */
-  trusted_proxies: string[];
-  limits: {
-    max_json_request: number;
-    max_json_response: number;
-    json_depth: number;
-    json_members: number;
-    json_elements: number;
-    json_values: number;
-    json_string: number;
-  };
-  store_types: Record<string, 'file' | 'rbd'>;
-  log: { level: 'error' | 'warn' | 'info' | 'debug' };
-  rawcache: RawCacheConfig;
-  /** The worker's own Keystone identity; null when Glance runs without Keystone. */
-  service_auth: ServiceAuthConfig | null;
-  health: { disable_by_file: string | null };
-  /** `listen`: the proxy's ops listener (/metrics, detailed /healthcheck); null disables it. */
-  metrics: { enabled: boolean; listen: string | null; worker_listen: string | null };
-}
-
-export interface RawCacheConfig {
-  enabled: boolean;
-  glance_url: string | null;
-  queue: {
-    backend: 'sqlite' | 'amqp';
-    sqlite_path: string;
-    amqp_url: string | null;
-    amqp_queue: string;
-    amqp_partitions: number;
-    lease_seconds: number;
-  };
-  /** The proxy's side: how long an answer waits for the queue, and where jobs go when it does not confirm. */
-  trigger: { queue_wait_seconds: number; spool_dir: string | null };
-  target: {
-    kind: 'file' | 'rbd';
-    file_dir: string;
-    rbd_pool: string;
-    rbd_user: string;
-    ceph_conf: string;
-    reserve_bytes: number;
-    max_virtual_size_bytes: number;
-    rbd_source_pools: string[] | null;
-  };
-  worker: {
-    concurrency: number;
-    work_dir: string;
-    max_attempts: number;
-    retry_base_seconds: number;
-    retry_max_seconds: number;
-    step_timeout_seconds: number;
-    stall_timeout_seconds: number;
-    data_wait_seconds: number;
-    reconcile_interval_seconds: number;
-    stuck_after_seconds: number;
-    leftover_stale_seconds: number;
-  };
-}
+import type { ProxyConfig } from './schema-types';
 
 /**
- * How the raw-cache worker authenticates to Keystone (src/auth/keystone.ts): username and password
- * scoped to a project, or an application credential.
+ * The validated configuration, with every default filled in: its type is generated from
+ * schemas/config.schema.json (scripts/gen-config-types.js), so the two cannot drift apart.
  */
-export interface ServiceAuthConfig {
-  auth_url: string;
-  username?: string;
-  password?: string;
-  user_domain_name: string;
-  user_domain_id?: string;
-  project_name?: string;
-  project_domain_name: string;
-  project_domain_id?: string;
-  application_credential_id?: string;
-  application_credential_secret?: string;
-  region_name: string | null;
-  interface: 'public' | 'internal' | 'admin';
-  /** Find Glance in the token's catalog instead of rawcache.glance_url / upstream. */
-  glance_from_catalog: boolean;
-}
+export type { ProxyConfig, RawCacheConfig, ServiceAuthConfig } from './schema-types';
 
 export class ConfigError extends Error {}
 
 export const CONFIG_SCHEMA_PATH = path.join(__dirname, '..', '..', 'schemas', 'config.schema.json');
 const schema = JSON.parse(readFileSync(CONFIG_SCHEMA_PATH, 'utf8'));
 const validate = new Ajv({ useDefaults: true, allErrors: false, strict: true }).compile(schema);
+const validateAll = new Ajv({ useDefaults: true, allErrors: true, strict: true }).compile(schema);
 
 /** Environment variables that override the file; each maps to one dotted key. */
 export const ENV_OVERRIDES: Record<string, string> = {
@@ -166,12 +87,11 @@ export interface LoadOptions {
   overrides?: Record<string, string | undefined>;
 }
 
-/** file < environment < flags, then validated against the schema (which also fills defaults). */
-export function loadConfig(options: LoadOptions = {}): ProxyConfig {
+/** The configuration as given (file < environment < flags), not yet validated, and where it came from. */
+function gather(options: LoadOptions): { tree: Tree; source: string } {
   const env = options.env ?? process.env;
   const file = options.file ?? env.STX_GLANCE_PROXY_CONFIG;
   const tree: Tree = file ? readFile(file) : {};
-  const source = file ?? 'the configuration';
   for (const [name, dotted] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
     if (value !== undefined) setDotted(tree, dotted, coerce(dotted, value));
@@ -179,8 +99,30 @@ export function loadConfig(options: LoadOptions = {}): ProxyConfig {
   for (const [dotted, value] of Object.entries(options.overrides ?? {})) {
     if (value !== undefined) setDotted(tree, dotted, coerce(dotted, value));
   }
+  return { tree, source: file ?? 'the configuration' };
+}
+
+/** file < environment < flags, then validated against the schema (which also fills defaults). */
+export function loadConfig(options: LoadOptions = {}): ProxyConfig {
+  const { tree, source } = gather(options);
   if (!validate(tree)) throw new ConfigError(describe(validate.errors![0], source));
   const config = tree as unknown as ProxyConfig;
   if (config.upstream) config.upstream = config.upstream.replace(/\/$/, '');
   return config;
+}
+
+/**
+ * Every problem of a configuration, one line each naming the key, instead of the first one only
+ * (loadConfig stops there): what `stx-glance-proxy config check` prints. Empty when it loads.
+ */
+export function configProblems(options: LoadOptions = {}): string[] {
+  let gathered: { tree: Tree; source: string };
+  try {
+    gathered = gather(options);
+  } catch (err) {
+    if (err instanceof ConfigError) return [err.message];
+    throw err;
+  }
+  if (validateAll(gathered.tree)) return [];
+  return validateAll.errors!.map((error) => describe(error, gathered.source));
 }
