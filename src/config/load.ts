@@ -53,6 +53,7 @@ export interface RawCacheConfig {
     reserve_bytes: number;
     max_virtual_size_bytes: number;
     rbd_source_pools: string[] | null;
+    file_source_dirs: string[];
   };
   worker: {
     concurrency: number;
