@@ -308,9 +308,9 @@ export class RawCacheWorker {
   /**
    * Converts the image where it lives (an RBD snapshot, or a file of Glance's file store the worker
    * shares), with its data read a second time beside the conversion to prove it against Glance's
-   * record: the header the inspection needs comes from that read; a mismatch stops the conversion
-   * at once, and the copy is committed (renamed, or left unsnapshotted) only once every byte was
-   * proven, and the job still belongs to this worker.
+   * record: the header the inspection needs comes from that read, and the copy is committed (its
+   * final name) only once every byte was proven and the job still belongs to this worker. A
+   * mismatch fails the commit, which removes the partial copy.
    */
   private async convertInPlace(image: CachedImage, from: InPlaceSource, job: ClaimedJob, controller: AbortController): Promise<{ url: string; size: number }> {
     // Ends the read when the conversion ends first (a refusal, a failure): not a failure of the read.
@@ -324,11 +324,11 @@ export class RawCacheWorker {
       },
       (error: unknown) => {
         const reason: unknown = readWatch.signal.reason;
-        const failure = readWatch.signal.aborted && reason instanceof DeadlineError ? reason : error;
         readWatch.stop();
-        // A mismatch found mid-way stops the conversion now: nothing is committed.
-        if (!controller.signal.aborted && !stopRead.signal.aborted) controller.abort(failure);
-        throw failure;
+        // The conversion is not killed: it ends by itself and its commit fails on this, so its
+        // partial is removed at once (a killed qemu-img would keep the RBD partial's watch, and
+        // with it the partial, for the OSD's 30 s).
+        throw readWatch.signal.aborted && reason instanceof DeadlineError ? reason : error;
       },
     );
     verified.catch(() => undefined);
