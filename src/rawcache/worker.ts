@@ -19,6 +19,7 @@ import {
   rbdExportReader,
   readAndVerify,
   readHead,
+  verificationOf,
   type InPlaceReadPolicy,
   type OpenSource,
   type RbdLocation,
@@ -238,6 +239,8 @@ export class RawCacheWorker {
       }
       let current = await glance.updateProperties(image, { cache_raw_status: 'Caching', cache_raw_size: '-' }, ['cache_raw_url', 'cache_raw_error']);
       log.info('converting to RAW', { disk_format: image.disk_format, size: image.size });
+      // Refused (no hash this worker can check) before anything is opened or read.
+      verificationOf(dataRecordOf(image));
       const from = await this.chooseDataSource(image, 'copy');
       let copy: { url: string; size: number };
       if (from.kind === 'in-place') {
