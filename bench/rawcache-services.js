@@ -1,7 +1,7 @@
 'use strict';
 // Starts a single-node Ceph (test/harness/ceph.ts) and a real Glance whose default backend `ceph`
 // stores images in its pool `images`, next to a file backend `fs` (test/harness/glance.ts), prints
-// one JSON line {"glance_url","fsid","ceph_conf","pool","user"} and keeps both running until
+// one JSON line {"glance_url","store_dir" (the file backend's directory),"fsid","ceph_conf","pool","user"} and keeps both running until
 // SIGTERM/SIGINT, then stops them. Used by bench/rawcache.sh.
 require('./load-harness');
 
@@ -31,7 +31,7 @@ async function main() {
   // The harness unrefs its children; this timer is what keeps this holder alive.
   setInterval(() => {}, 1 << 30);
   process.stdout.write(
-    `${JSON.stringify({ glance_url: glance.url, fsid: ceph.fsid, ceph_conf: ceph.confPath, pool: ceph.pool, user: ceph.user })}\n`,
+    `${JSON.stringify({ glance_url: glance.url, store_dir: glance.storeDir, fsid: ceph.fsid, ceph_conf: ceph.confPath, pool: ceph.pool, user: ceph.user })}\n`,
   );
 }
 

@@ -200,11 +200,19 @@ export interface RawCacheConfig {
      */
     max_virtual_size_bytes: number;
     /**
-     * rbd: the pools whose images the worker reads in place (rbd export) when an image's rbd://
-     * location names one of them on the target's own cluster (same fsid); any other location is
-     * read through Glance's API. null: rbd_pool only; []: always through Glance.
+     * rbd: the pools whose images the worker reads in place (qemu-img and rbd export read the
+     * snapshot) when an image's rbd:// location names one of them on the target's own cluster (same
+     * fsid); any other location is read through Glance's API. null: rbd_pool only; []: always
+     * through Glance.
      */
     rbd_source_pools: string[] | null;
+    /**
+     * Directories of Glance file stores (filesystem_store_datadir) that the worker's host shares
+     * and may read: an image whose file:// location is <dir>/<image id> in one of them is converted
+     * in place, its hash checked beside the conversion, instead of being downloaded through
+     * Glance's API first. []: always through Glance.
+     */
+    file_source_dirs: string[];
   };
   worker: {
     /** Conversions at once in one worker process. */

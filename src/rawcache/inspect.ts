@@ -236,16 +236,25 @@ function printable(text: string): string {
 }
 
 /**
- * Inspects a LOCAL file that claims to be `declaredDiskFormat` (Glance's name). Resolves with the
- * qemu-img format and sizes, or rejects with a permanent RawCacheError saying why the image is
- * refused; an unreadable file of ours is a transient RawCacheError; an abort rejects with an
- * AbortError.
+ * What qemu-img is given to open: a local path made absolute, so qemu-img can never read
+ * "something:rest" as a protocol prefix (rbd:, nbd:, json:); or an `rbd:` spec, which only the
+ * rbd target builds, from names it has validated (RbdRawCopyTarget.qemuSpec).
  */
-export async function inspectImage(path: string, declaredDiskFormat: string, signal: AbortSignal): Promise<ImageInspection> {
+export function qemuSourceName(path: string): string {
+  return path.startsWith('rbd:') ? path : resolve(path);
+}
+
+/**
+ * Inspects an image that claims to be `declaredDiskFormat` (Glance's name): a LOCAL file, or, with
+ * `head` (its first bytes, read by whoever reads the data to verify it), an image qemu-img reads
+ * in place through an `rbd:` spec. Resolves with the qemu-img format and sizes, or rejects with a
+ * permanent RawCacheError saying why the image is refused; an unreadable file of ours is a
+ * transient RawCacheError; an abort rejects with an AbortError.
+ */
+export async function inspectImage(path: string, declaredDiskFormat: string, signal: AbortSignal, given?: { head: Buffer }): Promise<ImageInspection> {
   const expected = qemuFormatFor(declaredDiskFormat);
-  // Absolute, so qemu-img can never read "something:rest" as a protocol prefix (rbd:, nbd:, json:).
-  const file = resolve(path);
-  const { head, tail } = await readEnds(file);
+  const file = qemuSourceName(path);
+  const { head, tail } = given === undefined ? await readEnds(file) : { head: given.head, tail: Buffer.alloc(0) };
   const finding = sniffHeader(head);
   refuseByHeader(finding);
 
@@ -339,15 +348,16 @@ export interface RawCopyMeasure {
 export const MAP_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
 
 /**
- * Measures the RAW copy of an inspected LOCAL image (`format` as qemu-img names it), without
- * writing anything: `qemu-img measure` for its size and `qemu-img map` for the guest data in it,
- * under the same limits as inspection. A compressed qcow2 is small on disk and large as RAW: only
- * the image's tables tell how large.
+ * Measures the RAW copy of an inspected image (`format` as qemu-img names it, `virtualSize` as its
+ * inspection found it), without writing anything. The copy's size is the virtual size (what
+ * `qemu-img measure -O raw` reports as required: the inspection already read it from the image's
+ * header, so no second command asks again); the guest data in it comes from `qemu-img map`, under
+ * the same limits as inspection. A compressed qcow2 is small on disk and large as RAW: only the
+ * image's tables tell how large.
  */
-export async function measureRawCopy(path: string, format: string, signal: AbortSignal): Promise<RawCopyMeasure> {
-  const file = resolve(path);
-  const measured = await qemuImg(['measure', '--output=json', '-f', format, '-O', 'raw', file], INSPECT_LIMITS.infoCpuSeconds, INSPECT_LIMITS.infoWallMs, signal);
-  const size = parseMeasure(expectAnswer(measured, 'measure', format, INSPECT_LIMITS.infoCpuSeconds).stdout);
+export async function measureRawCopy(path: string, format: string, virtualSize: number, signal: AbortSignal): Promise<RawCopyMeasure> {
+  const file = qemuSourceName(path);
+  const size = Math.ceil(virtualSize / 512) * 512;
   let mapped: RunResult;
   try {
     mapped = await qemuImg(['map', '--output=json', '-f', format, file], INSPECT_LIMITS.checkCpuSeconds, INSPECT_LIMITS.checkWallMs, signal, MAP_OUTPUT_LIMIT_BYTES);

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { createHash, getHashes, type Hash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rm, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { lstat, mkdir, realpath, rm, statfs } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PassThrough, Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CommandAbortedError, isAbortError } from './exec';
 import type { CachedImage } from './state';
@@ -163,16 +164,7 @@ export async function fetchVerifiedSource(record: ImageDataRecord, from: OpenSou
   try {
     const source = await from(controller.signal);
     await pipeline(source, measure, createWriteStream(path, { flags: 'wx', mode: 0o600 }), { signal: controller.signal });
-    if (record.size !== null && measure.bytes !== record.size) {
-      throw new RawCacheError(`image ${record.imageId}: got ${measure.bytes} bytes where Glance recorded size ${record.size} (a truncated download); will retry`, false);
-    }
-    const actual = measure.digest();
-    if (actual !== expectation.expected) {
-      throw new RawCacheError(
-        `image ${record.imageId}: the data read does not match its ${expectation.field} (got ${actual.slice(0, 16)}..., Glance recorded ${expectation.expected.slice(0, 16)}...): a corrupted transfer, will retry; if it persists the stored data itself is damaged`,
-        false,
-      );
-    }
+    checkMeasured(measure, record, expectation);
     return { path, bytes: measure.bytes, verifiedBy: expectation.by };
   } catch (error) {
     controller.abort();
@@ -183,6 +175,87 @@ export async function fetchVerifiedSource(record: ImageDataRecord, from: OpenSou
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+/** Throws (transiently) unless what passed through `measure` is what Glance recorded: size and hash. */
+function checkMeasured(measure: Measure, record: ImageDataRecord, expectation: Verification): void {
+  if (record.size !== null && measure.bytes !== record.size) {
+    throw new RawCacheError(`image ${record.imageId}: got ${measure.bytes} bytes where Glance recorded size ${record.size} (a truncated download); will retry`, false);
+  }
+  const actual = measure.digest();
+  if (actual !== expectation.expected) {
+    throw new RawCacheError(
+      `image ${record.imageId}: the data read does not match its ${expectation.field} (got ${actual.slice(0, 16)}..., Glance recorded ${expectation.expected.slice(0, 16)}...): a corrupted transfer, will retry; if it persists the stored data itself is damaged`,
+      false,
+    );
+  }
+}
+
+/** Bytes of the start of an image that inspection needs (sniffHeader). */
+export const VERIFY_HEAD_BYTES = 4096;
+
+/** A read of the whole image data that proves it against Glance's record, beside a conversion reading the same data in place. */
+export interface VerifyingRead {
+  /** The first VERIFY_HEAD_BYTES of the data (fewer for a shorter image), as soon as they are in. */
+  head: Promise<Buffer>;
+  /**
+   * Resolves once every byte was read and matched what Glance recorded (size and hash); rejects
+   * with a transient RawCacheError on a mismatch or a read error, with an AbortError when `signal` aborts.
+   */
+  verified: Promise<Omit<VerifiedSource, 'path'>>;
+}
+
+/**
+ * Reads the image data from `from` to its end, hashing it, and compares it with what Glance
+ * recorded, writing nothing anywhere: for a source that qemu-img reads in place (an RBD snapshot,
+ * a file of Glance's file store), so that the hash runs beside the conversion instead of before
+ * it. What verificationOf refuses is thrown at once, before anything is read. `onData` is called
+ * with each chunk (progress, for the stall limit).
+ */
+export function readAndVerify(record: ImageDataRecord, from: OpenSource, signal: AbortSignal, onData: () => void = () => undefined): VerifyingRead {
+  assertImageId(record.imageId);
+  const expectation = verificationOf(record);
+  const measure = new Measure(createHash(expectation.algorithm), record.size, record.imageId);
+  const headChunks: Buffer[] = [];
+  let headBytes = 0;
+  let gotHead: (head: Buffer) => void = () => undefined;
+  const head = new Promise<Buffer>((resolve) => (gotHead = resolve));
+  const headIn = (): void => gotHead(Buffer.concat(headChunks).subarray(0, VERIFY_HEAD_BYTES));
+  const sink = new Writable({
+    highWaterMark: 4 * 1024 * 1024,
+    write(chunk: Buffer, _encoding, callback): void {
+      onData();
+      if (headBytes < VERIFY_HEAD_BYTES) {
+        headChunks.push(chunk.subarray(0, VERIFY_HEAD_BYTES - headBytes));
+        headBytes += Math.min(chunk.length, VERIFY_HEAD_BYTES - headBytes);
+        if (headBytes >= VERIFY_HEAD_BYTES) headIn();
+      }
+      callback();
+    },
+  });
+  const verified = (async () => {
+    try {
+      if (signal.aborted) throw new CommandAbortedError('read', signal.reason);
+      const source = await from(signal);
+      await pipeline(source, measure, sink, { signal });
+      checkMeasured(measure, record, expectation);
+      // An image shorter than the header: all of it, once proven.
+      headIn();
+      return { bytes: measure.bytes, verifiedBy: expectation.by };
+    } catch (error) {
+      if (signal.aborted) throw new CommandAbortedError('read', signal.reason);
+      throw asReadError(error, record.imageId);
+    }
+  })();
+  const headOrFailure = Promise.race([head, verified.then(() => head)]);
+  verified.catch(() => undefined);
+  return { head: headOrFailure, verified };
+}
+
+function asReadError(error: unknown, imageId: string): Error {
+  if (error instanceof RawCacheError) return error;
+  if (isAbortError(error)) return new RawCacheError(`image ${imageId}: the read of the image data was cut off`, false);
+  return new RawCacheError(`image ${imageId}: reading the image data failed: ${(error as Error).message}`, false);
 }
 
 function asFetchError(error: unknown, imageId: string, workDir: string): Error {
@@ -355,4 +428,41 @@ export function chooseSource(location: RbdLocation | undefined, policy: InPlaceR
     return { from: 'glance', why: `${where} is in pool ${location.pool}, which the worker does not read in place (rawcache.target.rbd_source_pools: ${policy.pools.join(', ') || 'none'})` };
   }
   return { from: 'rbd', location };
+}
+
+export type FileSourceChoice = { from: 'file'; path: string } | { from: 'glance'; why: string };
+
+/**
+ * Reads a file of Glance's file store in place only when the worker is configured to see that
+ * store (`rawcache.target.file_source_dirs`): the image's `file://` location must name a regular
+ * file (not a symlink) called by the image's id, directly in one of those directories. Anything
+ * else goes through Glance's API. Whoever may add a location chooses its path, so a location is
+ * never followed outside the configured directories; inside them the hash check still decides
+ * whether the bytes are the image's.
+ */
+export async function chooseFileSource(imageId: string, urls: readonly string[], dirs: readonly string[]): Promise<FileSourceChoice> {
+  const url = urls.find((u) => u.startsWith('file://'));
+  if (url === undefined) return { from: 'glance', why: 'the image shows no file:// location' };
+  if (dirs.length === 0) return { from: 'glance', why: `${url} is not read in place: rawcache.target.file_source_dirs is empty` };
+  let path: string;
+  try {
+    path = resolve(fileURLToPath(url));
+  } catch {
+    return { from: 'glance', why: `${url} is not a local file path` };
+  }
+  if (basename(path) !== imageId) return { from: 'glance', why: `${url} is not named after the image id` };
+  let dir: string;
+  try {
+    dir = await realpath(dirname(path));
+  } catch (error) {
+    return { from: 'glance', why: `${url} is not read in place: ${(error as Error).message}` };
+  }
+  const allowed = await Promise.all(dirs.map((d) => realpath(d).catch(() => undefined)));
+  if (!allowed.includes(dir)) {
+    return { from: 'glance', why: `${url} is not in a directory the worker reads in place (rawcache.target.file_source_dirs: ${dirs.join(', ')})` };
+  }
+  const inPlace = join(dir, imageId);
+  const stats = await lstat(inPlace).catch(() => undefined);
+  if (!stats?.isFile()) return { from: 'glance', why: `${url} is not a regular file the worker can see` };
+  return { from: 'file', path: inPlace };
 }

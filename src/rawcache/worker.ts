@@ -1,5 +1,5 @@
+import { createReadStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
 import type { RawCacheConfig } from '../config/load';
 import type { Logger } from '../ops/log';
 import { DeadlineError, StepWatch, type StepLimits } from './deadline';
@@ -9,7 +9,21 @@ import { containerFormatInHeader, inspectImage } from './inspect';
 import { removeLeftovers, workDirPlace } from './leftovers';
 import { decideRetry, retrySettingsOf } from './retry';
 import { RbdRawCopyTarget } from './targets/rbd';
-import { chooseSource, dataRecordOf, describeVerification, fetchVerifiedSource, parseRbdLocation, rbdExportReader, readHead, type InPlaceReadPolicy, type RbdLocation } from './source';
+import {
+  chooseFileSource,
+  chooseSource,
+  dataRecordOf,
+  describeVerification,
+  fetchVerifiedSource,
+  parseRbdLocation,
+  rbdExportReader,
+  readAndVerify,
+  readHead,
+  verificationOf,
+  type InPlaceReadPolicy,
+  type OpenSource,
+  type RbdLocation,
+} from './source';
 import { RAW_CACHE_FIELDS, hasRawCacheFields, isAlreadyRaw, isDataPending, isGone, ownDataFields, wantsRawCopy, type CachedImage } from './state';
 import { OwnershipLostError, RawCacheError, type ClaimedJob, type JobQueue, type RawCopyTarget } from './types';
 
@@ -19,6 +33,23 @@ const DATA_PENDING_RECHECK_MS = 3_000;
 const WATCH_INTERVAL_MS = 2_000;
 /** Enough of an image to see any container format's header. */
 const RAW_HEADER_BYTES = 64 * 1024;
+/**
+ * Formats converted straight from RBD: their inspection needs only the header. A fixed VHD has its
+ * footer at the end, and a VMDK's extents are checked against a local file name: those are
+ * downloaded first.
+ */
+const IN_PLACE_RBD_FORMATS = new Set(['qcow2', 'vdi', 'vhdx', 'ploop', 'raw', 'iso', 'ami']);
+
+/** A source qemu-img reads where it lives, and a second read of it that proves it (readAndVerify). */
+interface InPlaceSource {
+  kind: 'in-place';
+  open: OpenSource;
+  /** What qemu-img opens: Glance's file, or an rbd: spec of the image's snapshot. */
+  qemuSource: string;
+  /** True when the inspection cannot read the source itself (rbd:) and takes the verifying read's header. */
+  headOnly: boolean;
+}
+
 /** Retried failures say so; once they end in Error that promise no longer holds. */
 const RETRY_PROMISE = /;?\s*(it )?will (be )?retr(y|ied)[^.;]*\.?$/i;
 
@@ -161,7 +192,8 @@ export class RawCacheWorker {
    */
   private async recordOwnData(image: CachedImage, job: ClaimedJob, log: Logger): Promise<void> {
     await this.deps.target.remove(image.id);
-    const disguised = containerFormatInHeader(await readHead((signal) => this.openSource(image, signal, 'header'), RAW_HEADER_BYTES, image.id));
+    const from = await this.chooseDataSource(image, 'header');
+    const disguised = containerFormatInHeader(await readHead(from.open, RAW_HEADER_BYTES, image.id));
     await job.confirmOwnership();
     if (disguised) {
       const message = `The image data is ${disguised}, not raw as its disk_format says: refused (set disk_format to ${disguised} and upload again).`;
@@ -207,27 +239,35 @@ export class RawCacheWorker {
       }
       let current = await glance.updateProperties(image, { cache_raw_status: 'Caching', cache_raw_size: '-' }, ['cache_raw_url', 'cache_raw_error']);
       log.info('converting to RAW', { disk_format: image.disk_format, size: image.size });
-      const source = await this.step('downloading the image data', controller.signal, (watch) =>
-        fetchVerifiedSource(
-          { imageId: image.id, checksum: image.checksum ?? null, osHashAlgo: image.os_hash_algo ?? null, osHashValue: image.os_hash_value ?? null, size: image.size ?? null },
-          async (signal) => {
-            const stream = await this.openSource(image, signal);
-            stream.on('data', () => watch.progress());
-            return stream;
-          },
-          config.worker.work_dir,
-          watch.signal,
-        ),
-      );
-      sourcePath = source.path;
-      const info = await this.step('inspecting the image data', controller.signal, (watch) => inspectImage(source.path, String(image.disk_format), watch.signal), false);
-      const copy = await target.write(
-        image.id,
-        { path: source.path, format: info.format, virtualSize: info.virtualSize, limits: this.stepLimits(), commit: () => job.confirmOwnership() },
-        controller.signal,
-      );
+      // Refused (no hash this worker can check) before anything is opened or read.
+      verificationOf(dataRecordOf(image));
+      const from = await this.chooseDataSource(image, 'copy');
+      let copy: { url: string; size: number };
+      if (from.kind === 'in-place') {
+        copy = await this.convertInPlace(image, from, job, controller);
+      } else {
+        const source = await this.step('downloading the image data', controller.signal, (watch) =>
+          fetchVerifiedSource(
+            dataRecordOf(image),
+            async (signal) => {
+              const stream = await from.open(signal);
+              stream.on('data', () => watch.progress());
+              return stream;
+            },
+            config.worker.work_dir,
+            watch.signal,
+          ),
+        );
+        sourcePath = source.path;
+        const info = await this.step('inspecting the image data', controller.signal, (watch) => inspectImage(source.path, String(image.disk_format), watch.signal), false);
+        copy = await target.write(
+          image.id,
+          { path: source.path, format: info.format, virtualSize: info.virtualSize, limits: this.stepLimits(), commit: () => job.confirmOwnership() },
+          controller.signal,
+        );
+      }
       // The work dir is cleared before the image says Cached: Cached means the worker is done with it.
-      await rm(source.path, { force: true });
+      if (sourcePath !== undefined) await rm(sourcePath, { force: true });
       sourcePath = undefined;
       current = (await glance.getImage(image.id)) ?? current;
       await job.confirmOwnership();
@@ -269,39 +309,113 @@ export class RawCacheWorker {
   }
 
   /**
-   * The image data, from RBD in place when chooseSource allows it (the location is on the target's
-   * own cluster, in a pool the worker reads), else through Glance's API. `purpose` only shapes the
-   * log: a copy logs how its data will be verified (a warning when md5 is all Glance has).
+   * Converts the image where it lives (an RBD snapshot, or a file of Glance's file store the worker
+   * shares), with its data read a second time beside the conversion to prove it against Glance's
+   * record: the header the inspection needs comes from that read, and the copy is committed (its
+   * final name) only once every byte was proven and the job still belongs to this worker. A
+   * mismatch fails the commit, which removes the partial copy.
    */
-  private async openSource(image: CachedImage, signal: AbortSignal, purpose: 'copy' | 'header' = 'copy'): Promise<Readable> {
-    const { target } = this.deps;
-    const log = this.deps.logger.child({ image_id: image.id });
-    const location = rbdLocationOf(image);
-    let policy: InPlaceReadPolicy | { unavailable: string };
-    if (!(target instanceof RbdRawCopyTarget)) {
-      policy = { unavailable: 'the raw-copy target is not Ceph RBD' };
-    } else if (location === undefined) {
-      policy = { unavailable: 'no location to read' };
-    } else {
-      const fsid = await target.clusterFsid().then(
-        (value) => value,
-        (error: Error) => ({ unavailable: `the fsid of the target's Ceph cluster is unknown (${error.message})` }),
+  private async convertInPlace(image: CachedImage, from: InPlaceSource, job: ClaimedJob, controller: AbortController): Promise<{ url: string; size: number }> {
+    // Ends the read when the conversion ends first (a refusal, a failure): not a failure of the read.
+    const stopRead = new AbortController();
+    const readWatch = new StepWatch('reading the image data to verify it', this.stepLimits(), AbortSignal.any([controller.signal, stopRead.signal]));
+    const read = readAndVerify(dataRecordOf(image), from.open, readWatch.signal, () => readWatch.progress());
+    const verified = read.verified.then(
+      (result) => {
+        readWatch.stop();
+        return result;
+      },
+      (error: unknown) => {
+        const reason: unknown = readWatch.signal.reason;
+        readWatch.stop();
+        // The conversion is not killed: it ends by itself and its commit fails on this, so its
+        // partial is removed at once (a killed qemu-img would keep the RBD partial's watch, and
+        // with it the partial, for the OSD's 30 s).
+        throw readWatch.signal.aborted && reason instanceof DeadlineError ? reason : error;
+      },
+    );
+    verified.catch(() => undefined);
+    try {
+      const head = await read.head;
+      const info = await this.step('inspecting the image data', controller.signal, (watch) =>
+        inspectImage(from.qemuSource, String(image.disk_format), watch.signal, from.headOnly ? { head } : undefined),
+        false,
       );
-      policy = typeof fsid === 'string' ? { fsid, pools: this.deps.config.target.rbd_source_pools ?? [target.pool] } : fsid;
+      const copy = await this.deps.target.write(
+        image.id,
+        {
+          path: from.qemuSource,
+          format: info.format,
+          virtualSize: info.virtualSize,
+          limits: this.stepLimits(),
+          commit: async () => {
+            await verified;
+            await job.confirmOwnership();
+          },
+        },
+        controller.signal,
+      );
+      // A copy already complete is returned without a commit: the data is still proven before Cached.
+      await verified;
+      return copy;
+    } finally {
+      // Whatever ended the conversion ends the read too (a no-op once it has finished).
+      stopRead.abort();
+      readWatch.stop();
+      await verified.catch(() => undefined);
     }
-    const choice = chooseSource(location, policy);
+  }
+
+  /**
+   * Where the image data is read from. In place, when the worker can see the store and is
+   * configured to read it: the RBD snapshot (chooseSource: the target's own cluster, a pool it
+   * reads) when qemu-img can open rbd: specs, or Glance's file (chooseFileSource:
+   * rawcache.target.file_source_dirs). Else through Glance's API, downloaded first. `purpose` only
+   * shapes the log: a copy logs how its data will be verified (a warning when md5 is all Glance has).
+   */
+  private async chooseDataSource(image: CachedImage, purpose: 'copy' | 'header'): Promise<InPlaceSource | { kind: 'download'; open: OpenSource }> {
+    const { target, config } = this.deps;
+    const log = this.deps.logger.child({ image_id: image.id });
     const verification = describeVerification(dataRecordOf(image));
     const fields = { purpose, ...(purpose === 'copy' ? { verified_by: verification } : {}) };
     if (purpose === 'copy' && verification.startsWith('checksum')) {
       log.warn('verifying the image data against its md5 checksum only: Glance recorded no os_hash_value', fields);
     }
-    if (choice.from === 'rbd' && target instanceof RbdRawCopyTarget) {
-      const { pool, image: name, snap } = choice.location;
-      log.info('reading the image data from RBD in place', { ...fields, source: `${pool}/${name}@${snap}` });
-      return rbdExportReader(pool, name, snap, target.user, target.cephConf, signal);
+    let why: string;
+    if (target instanceof RbdRawCopyTarget) {
+      const location = rbdLocationOf(image);
+      let policy: InPlaceReadPolicy | { unavailable: string };
+      if (location === undefined) {
+        policy = { unavailable: 'no location to read' };
+      } else {
+        const fsid = await target.clusterFsid().then(
+          (value) => value,
+          (error: Error) => ({ unavailable: `the fsid of the target's Ceph cluster is unknown (${error.message})` }),
+        );
+        policy = typeof fsid === 'string' ? { fsid, pools: config.target.rbd_source_pools ?? [target.pool] } : fsid;
+      }
+      const choice = chooseSource(location, policy);
+      if (choice.from === 'rbd') {
+        const { pool, image: name, snap } = choice.location;
+        const open: OpenSource = (signal) => rbdExportReader(pool, name, snap, target.user, target.cephConf, signal);
+        const convertible = purpose === 'copy' && IN_PLACE_RBD_FORMATS.has(String(image.disk_format)) && (await target.writesThroughQemu());
+        log.info('reading the image data from RBD in place', { ...fields, source: `${pool}/${name}@${snap}`, ...(purpose === 'copy' ? { converted_in_place: convertible } : {}) });
+        if (!convertible) return { kind: 'download', open };
+        return { kind: 'in-place', open, qemuSource: target.qemuSourceSpec(pool, name, snap), headOnly: true };
+      }
+      why = choice.why;
+    } else {
+      const urls = [...(image.locations ?? []).map((l) => l.url), image.direct_url].filter((u): u is string => typeof u === 'string');
+      const choice = await chooseFileSource(image.id, urls, config.target.file_source_dirs ?? []);
+      if (choice.from === 'file') {
+        log.info("reading the image data in place from Glance's file store", { ...fields, source: choice.path });
+        const open: OpenSource = () => createReadStream(choice.path, { highWaterMark: 1024 * 1024 });
+        return purpose === 'copy' ? { kind: 'in-place', open, qemuSource: choice.path, headOnly: false } : { kind: 'download', open };
+      }
+      why = target.kind === 'file' ? choice.why : 'the raw-copy target is not Ceph RBD';
     }
-    log.info("reading the image data through Glance's API", { ...fields, why: choice.from === 'glance' ? choice.why : '' });
-    return this.deps.glance.download(image.id, signal);
+    log.info("reading the image data through Glance's API", { ...fields, why });
+    return { kind: 'download', open: (signal) => this.deps.glance.download(image.id, signal) };
   }
 
   /**

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -433,4 +433,79 @@ describe('raw cache with the file store and the SQLite queue', () => {
       .map((l) => JSON.parse(l).image_id);
     for (const id of ids) expect(conversions.filter((c) => c === id)).toHaveLength(1);
   }, 120_000);
+
+  describe("with Glance's file store shared with the worker (rawcache.target.file_source_dirs)", () => {
+    let inPlaceConfig: string;
+    let inPlace: RunningProxy;
+    const workFiles = (id: string) => {
+      try {
+        return readdirSync(join(dir, 'work')).filter((n) => n.startsWith(id));
+      } catch {
+        return [];
+      }
+    };
+    const said = (id: string, message: string) => inPlace.logs().split('\n').filter((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}"`));
+
+    beforeAll(async () => {
+      await stopWorkers();
+      // The same queue, copies and work dir as the suite's workers; only the store is read in place.
+      const own = join(dir, 'in-place');
+      mkdirSync(own, { recursive: true });
+      inPlaceConfig = writeRawCacheConfig(own, {
+        upstream: glance.url,
+        queue: { sqlite_path: join(dir, 'queue.sqlite') },
+        target: { file_dir: rawDir, file_source_dirs: [glance.storeDir] },
+        worker: { work_dir: join(dir, 'work') },
+        rawcache: { trigger: { spool_dir: join(dir, 'spool') } },
+      });
+      inPlace = await startWorker({ config: inPlaceConfig, opsPort: await freePort() });
+    }, 60_000);
+    afterAll(async () => {
+      await inPlace?.stop();
+    });
+
+    it("converts Glance's own file in place, hashing it beside the convert: Cached with the same copy, no download", async () => {
+      const source = makeQcow2(dir, 'shared.qcow2', 64, 8, 0x61);
+      const id = await create({ name: 'shared', cache_raw: 'True' });
+      await upload(id, source);
+      const cached = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(cached).toMatchObject({ cache_raw_url: `file://${copyPath(id)}`, cache_raw_size: String(64 * 1024 * 1024) });
+      expect(await sha256File(copyPath(id))).toBe(await rawSha256Of(dir, source));
+      expect(said(id, "reading the image data in place from Glance's file store")).toHaveLength(1);
+      expect(said(id, "reading the image data in place from Glance's file store")[0]).toContain(join(glance.storeDir, id));
+      expect(said(id, "reading the image data through Glance's API")).toEqual([]);
+      expect(workFiles(id)).toEqual([]);
+      expect(leftovers().filter((n) => n.startsWith(id))).toEqual([]);
+    });
+
+    it("does not cache an image whose file in Glance's store was changed after the upload: no copy, no partial, no work file", async () => {
+      const source = makeQcow2(dir, 'changed.qcow2', 64, 8, 0x62);
+      const id = await create({ name: 'changed' });
+      await upload(id, source);
+      // The last 4 KiB of the qcow2 are guest data: still a valid qcow2, with other bytes than Glance hashed.
+      const stored = join(glance.storeDir, id);
+      const size = statSync(stored).size;
+      const handle = openSync(stored, 'r+');
+      try {
+        writeSync(handle, Buffer.alloc(4096, 0x99), 0, 4096, size - 4096);
+      } finally {
+        closeSync(handle);
+      }
+      const patched = await client.request({
+        method: 'PATCH',
+        path: `/v2/images/${id}`,
+        headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+        body: JSON.stringify([{ op: 'add', path: '/cache_raw', value: 'True' }]),
+      });
+      expect(patched.status).toBe(200);
+      const refused = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 60_000, false);
+      expect(refused.cache_raw_error).toMatch(/^The RAW copy failed 2 times; last error: image \S+: the data read does not match its os_hash_value \(sha512\)/);
+      expect(refused.cache_raw_url).toBeUndefined();
+      expect(said(id, "reading the image data in place from Glance's file store")).toHaveLength(2);
+      expect(said(id, 'raw copy written')).toEqual([]);
+      expect(existsSync(copyPath(id))).toBe(false);
+      expect(leftovers().filter((n) => n.startsWith(id))).toEqual([]);
+      expect(workFiles(id)).toEqual([]);
+    });
+  });
 });

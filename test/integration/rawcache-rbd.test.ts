@@ -317,7 +317,8 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     // Held while it exports the source: no partial copy yet, and only the worker's cancel ends it.
     const reader = await waitForProcess((argv) => argv[0].endsWith('rbd') && argv.includes('export') && argv.some((a) => a.includes(id)), 60_000, `rbd export of ${id}`);
     process.kill(reader, 'SIGSTOP');
-    expect(await rbdNamesOf(id)).toEqual([id]);
+    // qemu-img converts from the snapshot meanwhile: at most a partial copy, never the final one.
+    expect((await rbdNamesOf(id)).filter((name) => name !== id && !name.startsWith(`${id}_raw_partial-`))).toEqual([]);
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
     await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"conversion cancelled".*"why":"image-gone"`), 30_000);
@@ -396,6 +397,49 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     };
     const downloadsOf = (id: string) => relay.seen.filter((line) => line.startsWith(`GET /v2/images/${id}/file`));
     const workerLines = (id: string, message: string) => worker.logs().split('\n').filter((l) => l.includes(`"image_id":"${id}"`) && l.includes(`"message":"${message}"`));
+
+    it("converts a qcow2 in place from Glance's snapshot (rbd: source), hashing it beside the convert: no download, no work file", async () => {
+      const file = makeQcow2(dir, 'in-place.qcow2', 32, 4, 0x51);
+      const { id } = await create({ name: 'in-place', disk_format: 'qcow2', cache_raw: 'True' });
+      await upload(id, file);
+      const image = await waitForImage(id, (i) => i.cache_raw_status === 'Cached');
+      expect(image.cache_raw_url).toBe(`rbd://${ceph.fsid}/${ceph.pool}/${id}_raw/snap`);
+      expect(workerLines(id, 'reading the image data from RBD in place')[0]).toMatch(/"converted_in_place":true/);
+      expect(downloadsOf(id)).toEqual([]);
+      expect(workerSaid(id, 'downloading the image data')).toBe(false);
+      expect(workFilesOf(id)).toEqual([]);
+      expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', `${ceph.pool}/${id}_raw@snap`, '-'])).toBe(await rawSha256Of(dir, file));
+    });
+
+    it('does not cache an image whose RBD snapshot was changed after the upload: the in-place convert leaves no copy and no leftover', async () => {
+      const file = makeQcow2(dir, 'tampered.qcow2', 32, 4, 0x52);
+      // No cache_raw yet: nothing reads the image before it is changed.
+      const { id } = await create({ name: 'tampered', disk_format: 'qcow2' });
+      await upload(id, file);
+      const size = readFileSync(file).length;
+      // The last 4 KiB of the qcow2 are guest data: the image stays a valid qcow2, with other bytes
+      // than those Glance hashed. Glance's snapshot is replaced by one of the changed image.
+      const snap = `${ceph.pool}/${id}@snap`;
+      await ceph.rbd(['snap', 'unprotect', snap]);
+      await ceph.rbd(['snap', 'rm', '--no-progress', snap]);
+      execFileSync('qemu-io', ['-f', 'raw', '-c', `write -q -P 0x99 ${size - 4096} 4096`, `rbd:${ceph.pool}/${id}:id=${ceph.user}:conf=${ceph.confPath}`]);
+      await ceph.rbd(['snap', 'create', '--no-progress', snap]);
+      await ceph.rbd(['snap', 'protect', snap]);
+      expect(await sha256OfOutput('rbd', ['--conf', ceph.confPath, '--id', ceph.user, 'export', '--no-progress', snap, '-'])).not.toBe(createHash('sha256').update(readFileSync(file)).digest('hex'));
+
+      await askForCopy(id);
+      const refused = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 120_000, false);
+      expect(refused.cache_raw_error).toMatch(/^The RAW copy failed 2 times; last error: image \S+: the data read does not match its os_hash_value \(sha512\)/);
+      expect(refused.cache_raw_url).toBeUndefined();
+      // Read in place both times (qemu-img converted from the snapshot), and never committed.
+      expect(workerLines(id, 'reading the image data from RBD in place').every((l) => l.includes('"converted_in_place":true'))).toBe(true);
+      expect(workerLines(id, 'reading the image data from RBD in place')).toHaveLength(2);
+      expect(workerSaid(id, 'raw copy written')).toBe(false);
+      expect(downloadsOf(id)).toEqual([]);
+      // No copy, no partial, no work file: only Glance's own image.
+      expect(await rbdNamesOf(id)).toEqual([id]);
+      expect(workFilesOf(id)).toEqual([]);
+    }, 240_000);
 
     it('reads a location on another Ceph cluster (another fsid) through Glance, never in place', async () => {
       const file = makeQcow2(dir, 'elsewhere.qcow2', 32, 4, 0x41);

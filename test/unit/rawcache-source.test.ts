@@ -3,7 +3,9 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, readHead, type ImageDataRecord } from '../../src/rawcache/source';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
+import { chooseFileSource, chooseSource, describeVerification, fetchVerifiedSource, nodeHashName, parseRbdLocation, readAndVerify, readHead, VERIFY_HEAD_BYTES, type ImageDataRecord } from '../../src/rawcache/source';
 import { RawCacheError } from '../../src/rawcache/types';
 
 const IMAGE_ID = '0b6c5c5e-1f0e-4c39-9a57-8f3f7a3c2d11';
@@ -246,5 +248,84 @@ describe('where the image data is read from', () => {
     expect(chooseSource(at(FSID), { fsid: FSID, pools: [] })).toMatchObject({ from: 'glance' });
     expect(chooseSource(undefined, policy)).toMatchObject({ from: 'glance' });
     expect(chooseSource(at(FSID), { unavailable: 'the raw-copy target is not Ceph RBD' })).toEqual({ from: 'glance', why: expect.stringMatching(/not read in place: the raw-copy target is not Ceph RBD/) });
+  });
+});
+
+describe('readAndVerify (the hash beside an in-place conversion)', () => {
+  const never = (): AbortSignal => new AbortController().signal;
+
+  test("gives the header as soon as it is in, and proves the whole data against Glance's sha512", async () => {
+    let chunksSeen = 0;
+    const read = readAndVerify(record(), chunks(data), never(), () => (chunksSeen += 1));
+    expect((await read.head).equals(data.subarray(0, VERIFY_HEAD_BYTES))).toBe(true);
+    expect(await read.verified).toEqual({ bytes: data.length, verifiedBy: 'os_hash_value' });
+    expect(chunksSeen).toBe(Math.ceil(data.length / (64 * 1024)));
+  });
+
+  test('rejects data that does not match os_hash_value with a transient error, after giving the header', async () => {
+    const tampered = Buffer.from(data);
+    tampered[data.length - 1] ^= 0xff;
+    const read = readAndVerify(record(), chunks(tampered), never());
+    expect((await read.head).length).toBe(VERIFY_HEAD_BYTES);
+    const error = await read.verified.then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(RawCacheError);
+    expect(error).toMatchObject({ permanent: false, message: expect.stringMatching(/does not match its os_hash_value \(sha512\)/) });
+  });
+
+  test('a truncated or overlong read is a transient error; the header promise fails with it when the header never came', async () => {
+    const short = readAndVerify(record(), chunks(data, 100), never());
+    await expect(short.head).rejects.toMatchObject({ permanent: false, message: expect.stringMatching(/got 100 bytes/) });
+    await expect(short.verified).rejects.toBeInstanceOf(RawCacheError);
+    const long = readAndVerify(record({ size: data.length - 1 }), chunks(data), never());
+    await expect(long.verified).rejects.toMatchObject({ message: expect.stringMatching(/more than the \d+ bytes/) });
+  });
+
+  test('refuses at once, before opening anything, what verificationOf refuses', () => {
+    let opened = false;
+    expect(() =>
+      readAndVerify(record({ osHashAlgo: null, osHashValue: null, checksum: null }), () => {
+        opened = true;
+        return chunks(data)();
+      }, never()),
+    ).toThrow(expect.objectContaining({ permanent: true }));
+    expect(opened).toBe(false);
+  });
+
+  test('an abort stops the read with an AbortError', async () => {
+    const controller = new AbortController();
+    const read = readAndVerify(record(), chunks(data, 128 * 1024, 'stall'), controller.signal);
+    await read.head;
+    controller.abort(new Error('stop'));
+    await expect(read.verified).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});
+
+describe('chooseFileSource (Glance file store read in place)', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stx-store-'));
+    await mkdir(join(dir, 'images'));
+    await writeFile(join(dir, 'images', IMAGE_ID), data);
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const url = (path: string): string => pathToFileURL(path).href;
+
+  test('reads <dir>/<id> in place when the dir is configured', async () => {
+    expect(await chooseFileSource(IMAGE_ID, [url(join(dir, 'images', IMAGE_ID))], [join(dir, 'images')])).toEqual({ from: 'file', path: join(dir, 'images', IMAGE_ID) });
+  });
+
+  test('goes through Glance without a configured dir, outside it, for another name, or for a symlink', async () => {
+    const inStore = url(join(dir, 'images', IMAGE_ID));
+    expect((await chooseFileSource(IMAGE_ID, [inStore], [])).from).toBe('glance');
+    expect((await chooseFileSource(IMAGE_ID, [inStore], [join(dir, 'other')])).from).toBe('glance');
+    expect((await chooseFileSource(IMAGE_ID, [url(join(dir, 'images', '..', 'images', 'x'))], [join(dir, 'images')])).from).toBe('glance');
+    await writeFile(join(dir, IMAGE_ID), data);
+    expect((await chooseFileSource(IMAGE_ID, [url(join(dir, 'images', '..', IMAGE_ID))], [join(dir, 'images')])).from).toBe('glance');
+    await rm(join(dir, 'images', IMAGE_ID));
+    await symlink(join(dir, IMAGE_ID), join(dir, 'images', IMAGE_ID));
+    expect(await chooseFileSource(IMAGE_ID, [inStore], [join(dir, 'images')])).toMatchObject({ from: 'glance', why: expect.stringMatching(/not a regular file/) });
+    expect((await chooseFileSource(IMAGE_ID, ['rbd://f/p/i/s', 'http://x/y'], [join(dir, 'images')])).from).toBe('glance');
   });
 });

@@ -29,7 +29,7 @@ describe('raw copy names', () => {
 });
 
 describe('createRawCopyTarget', () => {
-  const base = { file_dir: '/var/lib/stx-glance-proxy/raw', rbd_pool: 'images', rbd_user: 'glance', ceph_conf: '/nonexistent/ceph.conf', reserve_bytes: 0, max_virtual_size_bytes: 1024 ** 4, rbd_source_pools: null };
+  const base = { file_dir: '/var/lib/stx-glance-proxy/raw', rbd_pool: 'images', rbd_user: 'glance', ceph_conf: '/nonexistent/ceph.conf', reserve_bytes: 0, max_virtual_size_bytes: 1024 ** 4, rbd_source_pools: null, file_source_dirs: [] };
 
   test('makes a file target whose url is file://<dir>/<id>.raw', () => {
     const target = createRawCopyTarget({ ...base, kind: 'file' }, logger);

@@ -6,7 +6,7 @@ import type { CopySource } from '../types';
 import { measureRawCopy, type RawCopyMeasure } from '../inspect';
 import { formatBytes, WORK_DIR_MARGIN_BYTES } from '../source';
 
-/** A verified, inspected local image, as RawCopyTarget.write receives it. */
+/** An inspected image (a local file, or an `rbd:` spec read in place), as RawCopyTarget.write receives it. */
 export type ConvertSource = CopySource;
 
 /**
@@ -79,7 +79,8 @@ export interface Room {
  * file: refuses for good a disk larger than `maxVirtualSize`.
  */
 export async function measureRawCopyWithin(source: ConvertSource, limits: SpaceLimits, signal: AbortSignal): Promise<RawCopyMeasure> {
-  const measure = await measureRawCopy(source.path, source.format, signal);
+  refuseOversized(source.virtualSize, limits.maxVirtualSize);
+  const measure = await measureRawCopy(source.path, source.format, source.virtualSize, signal);
   refuseOversized(Math.max(measure.size, source.virtualSize), limits.maxVirtualSize);
   return measure;
 }

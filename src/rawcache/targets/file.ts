@@ -47,6 +47,9 @@ export class FileRawCopyTarget implements RawCopyTarget, LeftoverPlace {
       this.logger.info('raw copy already present', { imageId, url });
       return { url, size: existing.size };
     }
+    // The source may be Glance's own file (read in place): qemu-img never writes to it, and the
+    // copy is never the source.
+    if (resolve(source.path) === finalPath) throw new RawCacheError(`the raw copy ${finalPath} would overwrite its own source`, true);
     const measure = await measureRawCopyWithin(source, this.limits, signal);
     ensureRoom(await this.room(), measure, this.limits.reserveBytes, `the raw copy directory ${this.dir}`);
 

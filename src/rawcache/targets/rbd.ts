@@ -125,6 +125,11 @@ export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
     const finalName = rbdNames.copy(imageId);
     await this.clusterFsid();
 
+    // Independent questions, asked at once: each is a process start and a cluster connection.
+    // Their answers are used only once the existing copy (if any) has been dealt with.
+    const measuring = measureRawCopyWithin(source, this.limits, signal);
+    const pooling = this.poolRoom('warn');
+    measuring.catch(() => undefined);
     const existing = await this.describe(finalName);
     if (existing !== null) {
       if (existing.complete && existing.size === source.virtualSize) {
@@ -135,10 +140,13 @@ export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
       await this.removeImage(finalName, false);
     }
     // Nothing is written before the copy is known to fit: in the pool, and (rbd import) in the work dir.
-    const measure = await measureRawCopyWithin(source, this.limits, signal);
-    ensureRoom(await this.poolRoom('warn'), measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
+    const measure = await measuring;
+    ensureRoom(await pooling, measure, this.limits.reserveBytes, `Ceph pool ${this.pool}`);
     const throughQemu = await this.writesThroughQemu();
-    if (!throughQemu) ensureWorkDirRoom(await filesystemFreeBytes(dirname(source.path)), measure, dirname(source.path));
+    if (!throughQemu) {
+      if (source.path.startsWith('rbd:')) throw new RawCacheError('qemu-img has no rbd driver: an image in RBD cannot be converted in place', false);
+      ensureWorkDirRoom(await filesystemFreeBytes(dirname(source.path)), measure, dirname(source.path));
+    }
 
     const attempt = newAttempt();
     const partialName = rbdNames.partial(imageId, attempt);
@@ -147,12 +155,15 @@ export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
     try {
       if (throughQemu) {
         // -W: out-of-order writes, about twice as fast into RBD (no ordering is needed for a new image).
+        // qemu-img creates the RBD image at the copy's size before writing, so it needs no rbd info after.
         await convertToRaw(source, this.qemuSpec(partialName), signal, ['-W']);
+        size = source.virtualSize;
       } else {
         await this.importViaFile(imageId, source, partialName, signal);
+        throwIfAborted(signal, 'raw copy');
+        size = (await this.describe(partialName))?.size ?? -1;
       }
       throwIfAborted(signal, 'raw copy');
-      size = (await this.describe(partialName))?.size ?? -1;
       if (size !== source.virtualSize) {
         throw new RawCacheError(`the raw copy has ${size} bytes where the image's virtual size is ${source.virtualSize}: refused`, true);
       }
@@ -301,11 +312,23 @@ export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
   }
 
   /**
+   * The `rbd:` spec of a snapshot to read in place on this target's cluster, with this target's
+   * identity: `pool`, `image` and `snap` must be names parseRbdLocation accepted (no ':', '@', '/').
+   */
+  qemuSourceSpec(pool: string, image: string, snap: string): string {
+    for (const name of [pool, image, snap]) {
+      if (!NAME.test(name) || name.startsWith('-')) throw new RawCacheError(`'${name.slice(0, 80)}' is not an RBD name the worker reads in place`, true);
+    }
+    const escape = (text: string): string => text.replace(/[\\:]/g, (c) => `\\${c}`);
+    return `rbd:${pool}/${image}@${snap}:id=${this.user}:conf=${escape(this.cephConf)}`;
+  }
+
+  /**
    * Whether qemu-img can write to `rbd:` targets. `qemu-img --help` lists rbd even when Debian's
    * qemu-block-extra (block-rbd.so) is missing, so ask the driver itself: without it qemu-img
    * answers "Unknown driver 'rbd'", with it "Parameter 'pool' is missing".
    */
-  private writesThroughQemu(): Promise<boolean> {
+  writesThroughQemu(): Promise<boolean> {
     if (this.writeMode !== 'auto') return Promise.resolve(this.writeMode === 'qemu-rbd');
     this.qemuHasRbd ??= runCommand('qemu-img', ['info', '--image-opts', 'driver=rbd'], { timeoutMs: 30_000 }).then((result) => {
       const has = !/Unknown (driver|protocol) 'rbd'/.test(result.stderr);
