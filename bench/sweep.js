@@ -50,6 +50,15 @@ async function main() {
   let glance;
   let relay;
   let queue;
+  // Stopped by a signal: Glance (a process of its own) goes too.
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.once(signal, () => {
+      Promise.resolve(glance?.stop()).finally(() => {
+        fs.rmSync(dir, { recursive: true, force: true });
+        process.exit(1);
+      });
+    });
+  }
   try {
     glance = await startGlance();
     relay = await startGlanceRelay(glance.url);
