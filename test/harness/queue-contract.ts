@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import path, { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import type { RawCacheConfig } from '../../src/config/load';
 import type { Logger } from '../../src/ops/log';
-import { createJobQueue, type JobQueueOptions } from '../../src/rawcache/queue';
+import { createJobQueue, partitionOf, type JobQueueOptions } from '../../src/rawcache/queue';
 import { OwnershipLostError, type ClaimedJob, type JobQueue, type RawCacheJob } from '../../src/rawcache/types';
 
 /*
@@ -125,17 +127,8 @@ export function snapshot(job: ClaimedJob): OrderedRun {
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
-/**
- * A worker in a process of its own that takes one job and hangs in its handler (never settles),
- * for the "consumer dies" case: kill it with SIGKILL. Runs the TypeScript sources directly.
- */
-export class HangingWorker {
-  readonly started: Promise<string>;
-  private readonly child: ChildProcess;
-  private output = '';
-
-  constructor(config: QueueConfig) {
-    const script = `
+/** The start of a worker process's script: loads the TypeScript sources directly, and the queue. */
+const WORKER_PRELUDE = `
       const fs = require('node:fs');
       const ts = require('typescript');
       require.extensions['.ts'] = (module, filename) => {
@@ -148,6 +141,19 @@ export class HangingWorker {
       const winston = require('winston');
       const { createJobQueue } = require(${JSON.stringify(path.join(REPO_ROOT, 'src', 'rawcache', 'queue', 'index.ts'))});
       const logger = winston.createLogger({ transports: [new winston.transports.Console({ silent: true })] });
+`;
+
+/**
+ * A worker in a process of its own that takes one job and hangs in its handler (never settles),
+ * for the "consumer dies" case: kill it with SIGKILL. Runs the TypeScript sources directly.
+ */
+export class HangingWorker {
+  readonly started: Promise<string>;
+  private readonly child: ChildProcess;
+  private output = '';
+
+  constructor(config: QueueConfig) {
+    const script = `${WORKER_PRELUDE}
       (async () => {
         const queue = await createJobQueue(JSON.parse(process.env.QUEUE_CONFIG), logger);
         await queue.consume(async (job) => {
@@ -175,6 +181,114 @@ export class HangingWorker {
       this.child.once('exit', (code, signal) => reject(new Error(`worker process exited (${code ?? signal}) before taking a job:\n${this.output}`)));
     });
     this.started.catch(() => undefined);
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+/** One line of a shared event log: a worker process started or ended a job. */
+export interface WorkerEvent {
+  kind: 'start' | 'end';
+  worker: string;
+  imageId: string;
+}
+
+/** The events appended to `file` by RecordingWorkers, in the order the kernel appended them. */
+export function readWorkerEvents(file: string): WorkerEvent[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [kind, worker, id] = line.split(' ');
+      return { kind: kind as WorkerEvent['kind'], worker, imageId: id };
+    });
+}
+
+/**
+ * What a shared event log shows: runs of one image that overlapped (the fence broken), and the
+ * most worker processes that ran a job at the same moment (the capacity).
+ */
+export function analyseWorkerEvents(events: WorkerEvent[]): { overlaps: string[]; mostWorkersAtOnce: number } {
+  const runningImages = new Set<string>();
+  const runningPerWorker = new Map<string, number>();
+  const overlaps: string[] = [];
+  let mostWorkersAtOnce = 0;
+  for (const event of events) {
+    if (event.kind === 'start') {
+      if (runningImages.has(event.imageId)) overlaps.push(event.imageId);
+      runningImages.add(event.imageId);
+      runningPerWorker.set(event.worker, (runningPerWorker.get(event.worker) ?? 0) + 1);
+    } else {
+      runningImages.delete(event.imageId);
+      runningPerWorker.set(event.worker, (runningPerWorker.get(event.worker) ?? 1) - 1);
+    }
+    mostWorkersAtOnce = Math.max(mostWorkersAtOnce, [...runningPerWorker.values()].filter((n) => n > 0).length);
+  }
+  return { overlaps, mostWorkersAtOnce };
+}
+
+/**
+ * A worker process (concurrency 1) that appends "start <name> <image>" and "end <name> <image>" to
+ * a shared file around each job. A job is held until the file shows another worker process running
+ * one too, or `holdMs` passed: two processes that can work at once are seen doing so, and one
+ * that cannot makes the other wait out the hold (which the event log then shows).
+ */
+export class RecordingWorker {
+  readonly consuming: Promise<void>;
+  private readonly child: ChildProcess;
+  private output = '';
+
+  constructor(config: QueueConfig, readonly name: string, eventsFile: string, holdMs: number) {
+    const script = `${WORKER_PRELUDE}
+      const events = process.env.EVENTS_FILE;
+      const name = process.env.WORKER_NAME;
+      const holdMs = Number(process.env.HOLD_MS);
+      const othersRunning = () => {
+        const running = new Map();
+        for (const line of fs.readFileSync(events, 'utf8').split('\\n').filter(Boolean)) {
+          const [kind, worker] = line.split(' ');
+          if (worker !== name) running.set(worker, (running.get(worker) || 0) + (kind === 'start' ? 1 : -1));
+        }
+        return [...running.values()].some((n) => n > 0);
+      };
+      (async () => {
+        const queue = await createJobQueue(JSON.parse(process.env.QUEUE_CONFIG), logger);
+        await queue.consume(async (job) => {
+          fs.appendFileSync(events, 'start ' + name + ' ' + job.imageId + '\\n');
+          const until = Date.now() + holdMs;
+          while (Date.now() < until && !othersRunning()) await new Promise((r) => setTimeout(r, 10));
+          fs.appendFileSync(events, 'end ' + name + ' ' + job.imageId + '\\n');
+          await job.complete();
+        }, { concurrency: 1 });
+        process.stdout.write('consuming\\n');
+      })().catch((err) => {
+        process.stderr.write(String(err && err.stack) + '\\n');
+        process.exit(1);
+      });
+    `;
+    this.child = spawn(process.execPath, ['-e', script], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, QUEUE_CONFIG: JSON.stringify(config), EVENTS_FILE: eventsFile, WORKER_NAME: name, HOLD_MS: String(holdMs) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stderr!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    this.consuming = new Promise((resolve, reject) => {
+      let stdout = '';
+      this.child.stdout!.on('data', (chunk: Buffer) => {
+        stdout += chunk.toString();
+        if (/^consuming$/m.test(stdout)) resolve();
+      });
+      this.child.once('exit', (code, signal) => reject(new Error(`worker process ${name} exited (${code ?? signal}):\n${this.output}`)));
+    });
+    this.consuming.catch(() => undefined);
   }
 
   kill(): void {
@@ -320,6 +434,54 @@ export function describeJobQueueContract(backend: string, fixture: () => QueueFi
       expect(mostAtOnce).toBeLessThanOrEqual(3);
       expect(runs.length).toBeGreaterThanOrEqual(images.length);
     });
+
+    it('runs jobs in two worker processes (concurrency 1 each) at once, never two runs of one image at once', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'queue-capacity-'));
+      const eventsFile = join(dir, 'events');
+      writeFileSync(eventsFile, '');
+      const pair = [new RecordingWorker(store.config, 'a', eventsFile, 3_000), new RecordingWorker(store.config, 'b', eventsFile, 3_000)];
+      try {
+        await Promise.all(pair.map((worker) => worker.consuming));
+        const producer = await open();
+        // Images of different partitions where the backend has them (RabbitMQ): one partition is
+        // one image at a time by design, so four ids that happened to share one would prove nothing.
+        const partitions = store.config.backend === 'amqp' ? store.config.amqp_partitions : 1;
+        const images: string[] = [];
+        while (images.length < 4) {
+          const id = imageId();
+          const taken = images.map((other) => partitionOf(other, partitions));
+          if (taken.length >= partitions || !taken.includes(partitionOf(id, partitions))) images.push(id);
+        }
+        for (const id of images) await producer.enqueue(id, 'upload');
+        // Each image is triggered again once its first run is seen (a run of it may be in progress),
+        // which gives the fence something to hold: a second job of an image a worker is running.
+        const retriggered = new Set<string>();
+        await waitUntil(
+          async () => {
+            for (const event of readWorkerEvents(eventsFile)) {
+              if (event.kind !== 'start' || retriggered.has(event.imageId)) continue;
+              retriggered.add(event.imageId);
+              await producer.enqueue(event.imageId, 'update');
+              await producer.enqueue(event.imageId, 'operator');
+            }
+            const ends = readWorkerEvents(eventsFile).filter((event) => event.kind === 'end');
+            return images.every((id) => ends.filter((event) => event.imageId === id).length >= 2);
+          },
+          60_000,
+          'two runs of every image',
+        );
+        await waitUntil(async () => (await producer.health()).depth === 0, 20_000, 'the queue to drain');
+        for (const worker of pair) worker.kill();
+        const events = readWorkerEvents(eventsFile);
+        const { overlaps, mostWorkersAtOnce } = analyseWorkerEvents(events);
+        expect(overlaps).toEqual([]);
+        expect(mostWorkersAtOnce).toBe(2);
+        expect(new Set(events.map((event) => event.worker))).toEqual(new Set(['a', 'b']));
+      } finally {
+        for (const worker of pair) worker.kill();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }, 120_000);
 
     it('aborts a handler whose job the queue took away, refuses its ownership checks, and runs the job elsewhere', async () => {
       const losable = await fixture().openLosable(store);

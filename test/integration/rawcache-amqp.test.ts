@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,8 @@ import { freePort } from '../harness/ports';
 import { imageSteps, writeRawCacheConfig, type Image } from '../harness/rawcache';
 import { startProxy, startWorker, type RunningProxy } from '../harness/proxy';
 import { startRabbitMQ, type RunningRabbitMQ } from '../harness/rabbitmq';
+import { isQemuImgConvertOf, processExists, waitForProcess } from '../harness/processes';
+import { partitionOf } from '../../src/rawcache/queue';
 
 /**
  * The raw cache with the RabbitMQ queue, end to end: real Glance (file store), the proxy publishing
@@ -149,6 +152,40 @@ describe('raw cache with the RabbitMQ queue', () => {
     expect(partials()).toEqual([]);
     expect(readdirSync(rawDir).filter((name) => name.startsWith(id))).toEqual([`${id}.raw`]);
     expect(await sha256File(join(rawDir, `${id}.raw`))).toBe(await rawSha256Of(dir, source));
+  }, 240_000);
+
+  it('converts two images at once in two workers of concurrency 1 (not one active worker and a standby), each once', async () => {
+    while (workers.length) await workers.pop()!.stop();
+    const single = join(dir, 'concurrency-1.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8'));
+    writeFileSync(single, JSON.stringify({ ...config, rawcache: { ...config.rawcache, worker: { ...config.rawcache.worker, concurrency: 1 } } }));
+    const pair = [await startWorker({ config: single, opsPort: await freePort() }), await startWorker({ config: single, opsPort: await freePort() })];
+    workers.push(...pair);
+    // Two images of different partitions: jobs of one partition run one at a time by design.
+    const a = randomUUID();
+    let b = randomUUID();
+    while (partitionOf(b, PARTITIONS) === partitionOf(a, PARTITIONS)) b = randomUUID();
+    await steps().create({ id: a, name: 'at-once-a', cache_raw: 'True' });
+    await upload(a, makeQcow2(dir, 'at-once-a.qcow2', 256, 128, 0x71));
+    // The first conversion is held mid-way: its worker's only slot stays taken.
+    const convertA = await waitForProcess(isQemuImgConvertOf(a), 60_000, `qemu-img convert of ${a}`);
+    process.kill(convertA, 'SIGSTOP');
+    try {
+      await steps().create({ id: b, name: 'at-once-b', cache_raw: 'True' });
+      await upload(b, makeQcow2(dir, 'at-once-b.qcow2', 256, 128, 0x72));
+      // Only the other worker can take this job: both conversions are alive at once.
+      const convertB = await waitForProcess(isQemuImgConvertOf(b), 60_000, `qemu-img convert of ${b}`);
+      expect(processExists(convertA)).toBe(true);
+      expect(processExists(convertB)).toBe(true);
+    } finally {
+      process.kill(convertA, 'SIGCONT');
+    }
+    for (const id of [a, b]) await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    expect(conversionsOf(a, pair).reduce((x, y) => x + y, 0)).toBe(1);
+    expect(conversionsOf(b, pair).reduce((x, y) => x + y, 0)).toBe(1);
+    // One image in each worker.
+    expect(conversionsOf(a, pair)).not.toEqual(conversionsOf(b, pair));
+    expect(partials()).toEqual([]);
   }, 240_000);
 
   it('answers an upload made while RabbitMQ is down once its job is in the spool; a proxy SIGKILLed after that answer queues it at its next start', async () => {

@@ -416,6 +416,34 @@ describe('raw cache with the file store and the SQLite queue', () => {
     await waitUntil(() => !readdirSync(join(dir, 'work')).some((n) => n.startsWith(id)), 10_000, `no work file of ${id}`);
   }, 90_000);
 
+  it('converts two images at once in two workers of concurrency 1, each once', async () => {
+    await stopWorkers();
+    const single = join(dir, 'concurrency-1.json');
+    const config = JSON.parse(readFileSync(configFile, 'utf8'));
+    writeFileSync(single, JSON.stringify({ ...config, rawcache: { ...config.rawcache, worker: { ...config.rawcache.worker, concurrency: 1 } } }));
+    const pair = [await startWorker({ config: single, opsPort: await freePort() }), await startWorker({ config: single, opsPort: await freePort() })];
+    workers.push(...pair);
+    const a = await create({ name: 'at-once-a', cache_raw: 'True' });
+    await upload(a, makeQcow2(dir, 'at-once-a.qcow2', 256, 128, 0x71));
+    // The first conversion is held mid-way: its worker's only slot stays taken.
+    const convertA = await waitForProcess(isQemuImgConvertOf(a), 60_000, `qemu-img convert of ${a}`);
+    process.kill(convertA, 'SIGSTOP');
+    const b = await create({ name: 'at-once-b', cache_raw: 'True' });
+    try {
+      await upload(b, makeQcow2(dir, 'at-once-b.qcow2', 256, 128, 0x72));
+      // Only the other worker can take this job: both conversions are alive at once.
+      const convertB = await waitForProcess(isQemuImgConvertOf(b), 60_000, `qemu-img convert of ${b}`);
+      expect(processExists(convertA)).toBe(true);
+      expect(processExists(convertB)).toBe(true);
+    } finally {
+      process.kill(convertA, 'SIGCONT');
+    }
+    for (const id of [a, b]) await waitForImage(id, (i) => i.cache_raw_status === 'Cached', 120_000);
+    const conversionsBy = (w: RunningProxy) =>
+      w.logs().split('\n').filter((l) => l.includes('"message":"converting to RAW"')).map((l) => JSON.parse(l).image_id as string);
+    expect(pair.map(conversionsBy).map((ids) => ids.sort())).toEqual(expect.arrayContaining([[a], [b]]));
+  }, 180_000);
+
   it('never converts one image in two workers at once, and converts each once', async () => {
     await stopWorkers();
     await startAWorker();

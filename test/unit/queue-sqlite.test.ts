@@ -163,6 +163,40 @@ describe('SQLite job queue', () => {
     expect(runs).toEqual(['first']);
   });
 
+  it('wakes an idle consumer when another queue instance commits a trigger, without waiting for its poll', async () => {
+    const config = sqliteConfig();
+    // A poll an hour apart: only the wake-up can start these jobs within the test's time.
+    const consumer = await createJobQueue(config, recordingLogger().logger, { pollIntervalMs: 3_600_000 });
+    opened.push(consumer);
+    const producer = await open(config);
+    const runs = await collect(consumer);
+    // Idle: its first poll found nothing and the next one is an hour away.
+    await sleep(200);
+    const first = imageId();
+    await producer.enqueue(first, 'upload');
+    await waitUntil(() => runs.length === 1, 20_000, 'the job to start');
+    const second = imageId();
+    await producer.enqueue(second, 'update');
+    await waitUntil(() => runs.length === 2, 20_000, 'the second job to start');
+    expect(runs.map((run) => run.imageId)).toEqual([first, second]);
+  });
+
+  it('runs a retry when its delay ends, without a trigger or a poll in between', async () => {
+    const config = sqliteConfig();
+    const consumer = await createJobQueue(config, recordingLogger().logger, { pollIntervalMs: 3_600_000 });
+    opened.push(consumer);
+    const runs: Run[] = [];
+    await consumer.consume(async (job) => {
+      runs.push(snapshot(job));
+      if (runs.length === 1) await job.retry(300);
+      else await job.complete();
+    }, { concurrency: 1 });
+    await consumer.enqueue(imageId(), 'upload');
+    await waitUntil(() => runs.length === 2, 20_000, 'the retry to run');
+    expect(runs[1].startedAt - runs[0].startedAt).toBeGreaterThanOrEqual(300);
+    expect(runs[1].attempts).toBe(1);
+  });
+
   it('keeps jobs in a WAL database whose schema version is recorded', async () => {
     const config = sqliteConfig();
     const queue = await open(config);

@@ -36,8 +36,11 @@ import { backoffMs } from '../retry';
  * 1. every job of an image is in one partition queue;
  * 2. a single-active-consumer queue delivers to one consumer only, and gives the partition to
  *    another consumer only when that one is cancelled or its channel or connection closes;
- * 3. a worker keeps its consumers until the handlers it runs have settled (stopConsuming closes
- *    the channel last), so a second worker cannot receive the partition while the first works;
+ * 3. a worker cancels its consumer on a partition only while it holds no job from that partition
+ *    (none running, none waiting), and keeps its channel until the handlers it runs have settled
+ *    (stopConsuming closes it last), so a second worker cannot receive a partition while the first
+ *    works on one of its jobs; a delivery that reaches a consumer already cancelled is handed back
+ *    unstarted (nack, requeue);
  * 4. inside the one process that holds the partition, jobs of one image run one after the other
  *    (a second delivery waits for the first to settle; more deliveries coalesce into it).
  * 5. the fence: the broker gives a job to another consumer only after the channel it was delivered
@@ -45,6 +48,13 @@ import { backoffMs } from '../retry';
  *    connection closes (or a heartbeat round trip on it fails), the running handlers are aborted;
  *    before each irreversible step a handler proves the channel still open with a round trip
  *    (confirmOwnership). Heartbeats (15 s) bound how long a dead worker holds its partitions.
+ *
+ * Capacity: the first consumer of a single-active-consumer queue stays its active one, so a worker
+ * that consumed every partition would keep all of them and leave the other workers idle. A worker
+ * whose slots are all taken (it holds `concurrency` jobs) therefore cancels its consumers on the
+ * partitions it holds nothing from: the broker makes the next worker in line active there. Once a
+ * slot frees it consumes those partitions again (behind whoever took them over). Workers thus
+ * share the partitions by load; more partitions than workers lets each run `concurrency` images.
  *
  * RabbitMQ has no in-place coalescing: triggers for one image are separate messages. A worker
  * merges those it holds at once (the oldest message carries the merged job, the others are
@@ -149,6 +159,8 @@ function sleep(ms: number): Promise<void> {
 
 interface Delivery {
   channel: Channel;
+  /** The partition queue it came from. */
+  queue: string;
   message: ConsumeMessage;
   job: RawCacheJob;
   /** Set once its handler runs: the claim's fence. */
@@ -191,6 +203,11 @@ export class AmqpJobQueue implements JobQueue {
   private stopped: Promise<void> | undefined;
   private readonly images = new Map<string, ImageSlot>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Partition queue -> consumer tag, for the partitions the consumer channel consumes now. */
+  private readonly subscriptions = new Map<string, string>();
+  /** Consumer tags not cancelled, on the consumer channel -> their partition queue. */
+  private readonly liveTags = new Map<string, string>();
+  private tagSequence = 0;
   private closing = false;
   private fenceTimer: NodeJS.Timeout | undefined;
 
@@ -281,6 +298,7 @@ export class AmqpJobQueue implements JobQueue {
       // here but not started go back to their queues when the channel closes.
       const channel = this.consumer;
       this.consumer = undefined;
+      this.forgetSubscriptions();
       for (const [imageId, slot] of this.images) {
         slot.waiting = undefined;
         if (!slot.running) this.images.delete(imageId);
@@ -412,6 +430,7 @@ export class AmqpJobQueue implements JobQueue {
     this.connection = undefined;
     this.publisher = undefined;
     this.consumer = undefined;
+    this.forgetSubscriptions();
     this.blockedReason = undefined;
     this.returned.clear();
     this.lastError = err?.message ?? 'connection closed';
@@ -554,8 +573,57 @@ export class AmqpJobQueue implements JobQueue {
       return;
     }
     this.consumer = channel;
-    for (const queue of this.partitionQueues) {
-      await channel.consume(queue, (message) => this.onDelivery(channel, message), { noAck: false });
+    this.forgetSubscriptions();
+    await Promise.all(this.partitionQueues.map((queue) => this.subscribe(channel, queue)));
+  }
+
+  private forgetSubscriptions(): void {
+    this.subscriptions.clear();
+    this.liveTags.clear();
+  }
+
+  /** Consumes `queue` on the consumer channel (joining the line of its single active consumer). */
+  private subscribe(channel: Channel, queue: string): Promise<unknown> {
+    const tag = `${process.pid}.${queue}.${++this.tagSequence}`;
+    this.subscriptions.set(queue, tag);
+    this.liveTags.set(tag, queue);
+    return channel.consume(queue, (message) => this.onDelivery(channel, message), { noAck: false, consumerTag: tag });
+  }
+
+  /** The jobs this process holds (running or waiting) from the consumer channel, by partition queue. */
+  private held(channel: Channel): Map<string, number> {
+    const byQueue = new Map<string, number>();
+    for (const slot of this.images.values()) {
+      for (const delivery of [slot.running, slot.waiting]) {
+        if (delivery?.channel === channel) byQueue.set(delivery.queue, (byQueue.get(delivery.queue) ?? 0) + 1);
+      }
+    }
+    return byQueue;
+  }
+
+  /**
+   * Shares the partitions with the other workers by load: with every slot taken, the consumers of
+   * the partitions this process holds no job from are cancelled (the next worker in line becomes
+   * their active consumer); with a slot free, every partition is consumed again.
+   */
+  private rebalance(): void {
+    const channel = this.consumer;
+    if (!channel || this.stopping || !this.handler || this.closing) return;
+    const held = this.held(channel);
+    let total = 0;
+    for (const n of held.values()) total += n;
+    if (total >= this.concurrency) {
+      for (const [queue, tag] of this.subscriptions) {
+        if (held.has(queue)) continue;
+        this.subscriptions.delete(queue);
+        this.liveTags.delete(tag);
+        void quietly(() => channel.cancel(tag));
+      }
+    } else {
+      for (const queue of this.partitionQueues) {
+        if (this.subscriptions.has(queue)) continue;
+        void quietly(() => this.subscribe(channel, queue));
+      }
     }
   }
 
@@ -583,6 +651,13 @@ export class AmqpJobQueue implements JobQueue {
       return;
     }
     if (channel !== this.consumer) return;
+    const queue = this.liveTags.get(message.fields.consumerTag);
+    if (queue === undefined) {
+      // Sent before the broker saw this partition's cancel: another worker may be its active
+      // consumer now, so the job goes back unstarted.
+      void quietly(() => channel.nack(message, false, true));
+      return;
+    }
     let job: RawCacheJob;
     try {
       job = parseJob(message.content);
@@ -604,16 +679,23 @@ export class AmqpJobQueue implements JobQueue {
       slot.waiting.job = coalesce(slot.waiting.job, job);
       void quietly(() => channel.ack(message));
     } else {
-      slot.waiting = { channel, message, job };
+      slot.waiting = { channel, queue, message, job };
     }
     this.pump(job.imageId);
+    this.rebalance();
+  }
+
+  private runningCount(): number {
+    let running = 0;
+    for (const slot of this.images.values()) if (slot.running) running += 1;
+    return running;
   }
 
   /** Starts the waiting job of an image when none of its jobs runs. */
   private pump(imageId: string): void {
     const slot = this.images.get(imageId);
     if (!slot) return;
-    if (!slot.running && slot.waiting && this.handler && !this.stopping) {
+    if (!slot.running && slot.waiting && this.handler && !this.stopping && this.runningCount() < this.concurrency) {
       const delivery = slot.waiting;
       slot.waiting = undefined;
       slot.running = delivery;
@@ -628,6 +710,9 @@ export class AmqpJobQueue implements JobQueue {
         this.inFlight.delete(done);
         slot.running = undefined;
         this.pump(imageId);
+        // A slot is free: a job of another image that waited for one may start.
+        for (const other of [...this.images.keys()]) if (other !== imageId) this.pump(other);
+        this.rebalance();
       });
       this.inFlight.add(done);
     }

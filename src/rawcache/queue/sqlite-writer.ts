@@ -13,7 +13,33 @@ import type { TriggerReason } from '../types';
  * Group commit: triggers that arrive while a commit is under way (or waits for the lock) are
  * committed together in the next transaction, with one fsync, so the cost per trigger falls as
  * the rate rises.
+ *
+ * Wake-up: after each commit the thread touches the wake file (wakeFileOf), which consumers of
+ * the queue watch, so an idle worker in another process starts the job at once.
  */
+
+/** The file next to the database whose change tells the consumers that jobs may be due. */
+export function wakeFileOf(databasePath: string): string {
+  return `${databasePath}-wake`;
+}
+
+/** Touches the wake file (creating it when missing); false when it cannot (consumers then rely on their poll). */
+export function touchWakeFile(databasePath: string): boolean {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const file = `${databasePath}-wake`;
+  const now = new Date();
+  try {
+    fs.utimesSync(file, now, now);
+    return true;
+  } catch {
+    try {
+      fs.closeSync(fs.openSync(file, 'a'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
 
 export interface WriterSettings {
   path: string;
@@ -41,6 +67,21 @@ function writerThread(): void {
   const settings = workerData as WriterData;
   const port = parentPort!;
   const send = (reply: Reply): void => port.postMessage(reply);
+  const fs = require('node:fs') as typeof import('node:fs');
+  // touchWakeFile, restated: this code cannot see the module's scope.
+  const wake = (): void => {
+    const file = `${settings.path}-wake`;
+    const now = new Date();
+    try {
+      fs.utimesSync(file, now, now);
+    } catch {
+      try {
+        fs.closeSync(fs.openSync(file, 'a'));
+      } catch {
+        // The consumers' poll finds the job instead.
+      }
+    }
+  };
   let db: import('better-sqlite3').Database;
   let commit: (jobs: Array<{ imageId: string; reason: string; now: number }>) => void;
   try {
@@ -74,6 +115,7 @@ function writerThread(): void {
       try {
         commit(jobs.map(({ imageId, reason, now }) => ({ imageId, reason, now })));
         send({ kind: 'done', ids: jobs.map((job) => job.id) });
+        wake();
       } catch (err) {
         send({ kind: 'done', ids: jobs.map((job) => job.id), error: (err as Error).message });
       }

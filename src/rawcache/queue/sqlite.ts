@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -16,7 +16,7 @@ import {
   type JobQueueOptions,
   type Settlement,
 } from './common';
-import { SqliteTriggerWriter } from './sqlite-writer';
+import { SqliteTriggerWriter, touchWakeFile, wakeFileOf } from './sqlite-writer';
 
 /**
  * How long a statement waits for another process's write lock. The proxy and every worker
@@ -24,6 +24,12 @@ import { SqliteTriggerWriter } from './sqlite-writer';
  * only happens when something is wrong with the disk.
  */
 const BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * With the database's directory watched, polling is only the fallback (a missed or coalesced
+ * file-system event, a retry whose delay ran out): this often.
+ */
+const WATCHED_POLL_INTERVAL_MS = 1_000;
 
 /** Bumped with every entry added to MIGRATIONS; stored in the file's `user_version`. */
 export const SQLITE_SCHEMA_VERSION = 1;
@@ -93,12 +99,21 @@ interface RunningClaim {
  * returns, so a job `enqueue` confirmed survives a power loss, not only a crash. Triggers are
  * committed by a thread of their own (sqlite-writer.ts), which keeps the fsync and any wait for
  * another process's write lock off the event loop and lets concurrent triggers share one commit.
+ *
+ * Wake-up: whoever commits a job that is due now (the trigger writer; a worker handing a job back
+ * or finding a trigger came during its run) touches the wake file next to the database after the
+ * commit. Consumers watch the database's directory (inotify on Linux) and look for due jobs when
+ * it changes, so a trigger starts its job in another process without waiting for a poll. Each
+ * poll that finds nothing is timed for the next job that falls due (a retry's delay, a lease
+ * running out), and the fallback poll stays for what neither covers.
  */
 export class SqliteJobQueue implements JobQueue {
   readonly backend = 'sqlite' as const;
   private readonly db: Database.Database;
   private readonly leaseMs: number;
-  private readonly pollIntervalMs: number;
+  private readonly pollIntervalMs: number | undefined;
+  /** Watches the database's directory for other processes' commits while consuming. */
+  private watcher: FSWatcher | undefined;
   private readonly retryDelayMs: (attempts: number) => number;
   /** This queue instance, in lease owners: host, process and a random part (several per process are fine). */
   private readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
@@ -108,6 +123,8 @@ export class SqliteJobQueue implements JobQueue {
   private concurrency = 0;
   private stopping = false;
   private pollTimer: NodeJS.Timeout | undefined;
+  /** The poll scheduled is an immediate one (several file-system events make one poll). */
+  private pollSoon = false;
   private renewTimer: NodeJS.Timeout | undefined;
   private readonly running = new Map<string, RunningClaim>();
   private stopped: Promise<void> | undefined;
@@ -124,6 +141,7 @@ export class SqliteJobQueue implements JobQueue {
     retry: Database.Statement;
     release: Database.Statement;
     depth: Database.Statement;
+    nextDue: Database.Statement;
   };
 
   constructor(
@@ -132,7 +150,7 @@ export class SqliteJobQueue implements JobQueue {
     options: JobQueueOptions = {},
   ) {
     this.leaseMs = Math.round(config.lease_seconds * 1000);
-    this.pollIntervalMs = options.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    this.pollIntervalMs = options.pollIntervalMs;
     this.retryDelayMs = options.retryDelayMs ?? defaultRetryDelayMs;
     mkdirSync(path.dirname(path.resolve(config.sqlite_path)), { recursive: true });
     this.db = new Database(config.sqlite_path, { timeout: BUSY_TIMEOUT_MS });
@@ -222,6 +240,8 @@ export class SqliteJobQueue implements JobQueue {
         WHERE image_id = @imageId AND lease_owner = @owner
       `),
       depth: this.db.prepare('SELECT count(*) AS n FROM jobs WHERE lease_owner IS NULL OR lease_until <= @now'),
+      // When the next job falls due: a waiting one's not_before, or a leased one's lease end.
+      nextDue: this.db.prepare('SELECT min(CASE WHEN lease_owner IS NULL THEN not_before ELSE max(not_before, lease_until) END) AS at FROM jobs'),
     };
   }
 
@@ -243,6 +263,38 @@ export class SqliteJobQueue implements JobQueue {
     this.stopped = undefined;
     // Renewing every third of the lease leaves two renewals' worth of slack before another worker may take over.
     this.renewTimer = setInterval(() => this.renewLeases(), Math.max(100, Math.floor(this.leaseMs / 3)));
+    this.watchForCommits();
+    this.schedulePoll(0);
+  }
+
+  /** The fallback poll interval: short when no watch tells of new commits. */
+  private get fallbackPollMs(): number {
+    return this.pollIntervalMs ?? (this.watcher ? WATCHED_POLL_INTERVAL_MS : DEFAULT_POLL_INTERVAL_MS);
+  }
+
+  private watchForCommits(): void {
+    const wakeFile = wakeFileOf(path.resolve(this.config.sqlite_path));
+    const name = path.basename(wakeFile);
+    const stopWatching = (err: Error): void => {
+      this.logger.warn('raw-cache queue: cannot watch the queue database for new jobs; polling instead', { path: this.config.sqlite_path, error: err.message });
+      this.watcher?.close();
+      this.watcher = undefined;
+    };
+    try {
+      this.watcher = watch(path.dirname(wakeFile), { persistent: false }, (_event, changed) => {
+        if (changed !== null && String(changed) === name) this.onCommitSeen();
+      });
+      this.watcher.on('error', stopWatching);
+    } catch (err) {
+      stopWatching(err as Error);
+    }
+  }
+
+  /** A job may be due: with a slot free, look now. */
+  private onCommitSeen(): void {
+    if (!this.handler || this.stopping || this.running.size >= this.concurrency) return;
+    if (this.pollTimer && this.pollSoon) return;
+    this.pollSoon = true;
     this.schedulePoll(0);
   }
 
@@ -251,6 +303,8 @@ export class SqliteJobQueue implements JobQueue {
     this.stopping = true;
     clearTimeout(this.pollTimer);
     this.pollTimer = undefined;
+    this.watcher?.close();
+    this.watcher = undefined;
     this.stopped ??= (async () => {
       while (this.running.size > 0) await Promise.all([...this.running.values()].map((claim) => claim.done));
       clearInterval(this.renewTimer);
@@ -280,11 +334,13 @@ export class SqliteJobQueue implements JobQueue {
   private schedulePoll(delayMs: number): void {
     if (!this.handler || this.stopping) return;
     clearTimeout(this.pollTimer);
+    this.pollSoon = delayMs === 0;
     this.pollTimer = setTimeout(() => this.poll(), delayMs);
   }
 
   private poll(): void {
     this.pollTimer = undefined;
+    this.pollSoon = false;
     if (!this.handler || this.stopping) return;
     const free = this.concurrency - this.running.size;
     // With every slot busy, the next poll comes when a job finishes.
@@ -296,11 +352,22 @@ export class SqliteJobQueue implements JobQueue {
       rows = this.statements.due.get({ now }) ? (this.statements.claim.all({ owner, now, until: now + this.leaseMs, limit: free }) as JobRow[]) : [];
     } catch (err) {
       this.logger.warn('raw-cache queue: cannot claim jobs', { path: this.config.sqlite_path, error: (err as Error).message });
-      this.schedulePoll(this.pollIntervalMs);
+      this.schedulePoll(this.fallbackPollMs);
       return;
     }
     for (const row of rows) this.start(row, owner);
-    if (rows.length < free) this.schedulePoll(this.pollIntervalMs);
+    if (rows.length < free) this.schedulePoll(this.untilNextDue());
+  }
+
+  /** How long until the next poll: when the next job falls due, the fallback poll at the latest. */
+  private untilNextDue(): number {
+    try {
+      const { at } = this.statements.nextDue.get() as { at: number | null };
+      if (at !== null) return Math.max(0, Math.min(this.fallbackPollMs, at - Date.now() + 1));
+    } catch {
+      // The fallback poll tries again.
+    }
+    return this.fallbackPollMs;
   }
 
   private start(row: JobRow, owner: string): void {
@@ -328,10 +395,17 @@ export class SqliteJobQueue implements JobQueue {
   private async settle(imageId: string, owner: string, settlement: Settlement): Promise<void> {
     const keys = { imageId, owner, now: Date.now() };
     let changes: number;
+    /** The row stays, waiting: other workers may take it (now, or after the retry's delay). */
+    let waitsAgain = settlement.kind !== 'complete';
     try {
       if (settlement.kind === 'complete') {
         changes = this.db
-          .transaction(() => this.statements.completeDelete.run(keys).changes || this.statements.completeRerun.run(keys).changes)
+          .transaction(() => {
+            const deleted = this.statements.completeDelete.run(keys).changes;
+            if (deleted) return deleted;
+            waitsAgain = true;
+            return this.statements.completeRerun.run(keys).changes;
+          })
           .immediate();
       } else if (settlement.kind === 'retry') {
         changes = this.statements.retry.run({ ...keys, delayMs: settlement.delayMs, counted: settlement.countAttempt ? 1 : 0 }).changes;
@@ -342,6 +416,7 @@ export class SqliteJobQueue implements JobQueue {
       this.logger.error('raw-cache queue: cannot settle a job', { image_id: imageId, settlement: settlement.kind, error: (err as Error).message });
       throw new QueueUnavailableError(`raw-cache queue ${this.config.sqlite_path}: cannot ${settlement.kind} the job for image ${imageId}: ${(err as Error).message}`);
     }
+    if (changes > 0 && waitsAgain) touchWakeFile(this.config.sqlite_path);
     if (changes === 0) {
       // The lease expired and another worker claimed the row: that run owns the job now.
       this.logger.warn('raw-cache queue: job lease was lost before it was settled; another worker has it', {
