@@ -72,8 +72,18 @@ export async function setDirect(glance: HttpClient, id: string, properties: Reco
 export const ACCEPT_FLAVOURS: ReadonlyArray<readonly [flavour: string, headers: Record<string, string>]> = [
   ['JSON (Accept: application/json)', { Accept: 'application/json' }],
   ['HTML (Accept: */*)', { Accept: '*/*' }],
-  ['plain text (no Accept)', {}],
+  ['plain text (Accept: text/plain)', { Accept: 'text/plain' }],
+  ['JSON every OpenStack client reads (no Accept)', {}],
 ];
+
+/**
+ * How the proxy renders its own errors for a request that states no Accept preference (openstacksdk's
+ * PATCH sends an empty Accept): JSON with the message in one object, where Glance would send plain
+ * text that openstacksdk cannot read.
+ */
+export function readableErrorRendering(status: number, title: string): GlanceErrorRendering {
+  return { contentType: 'application/json', body: (message) => `{"error": {"message": "${jsonInner(message)}", "code": ${status}, "title": "${title}"}}` };
+}
 
 export interface GlanceErrorRendering {
   contentType: string;
