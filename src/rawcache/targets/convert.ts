@@ -16,7 +16,7 @@ export type ConvertSource = CopySource;
  */
 export async function convertToRaw(source: ConvertSource, destination: string, signal: AbortSignal, extraArgs: readonly string[] = []): Promise<void> {
   // -p: qemu-img prints its progress at each percent, which is what the stall limit watches.
-  const result = await runCommand('qemu-img', ['convert', '-p', '-f', source.format, '-O', 'raw', ...extraArgs, source.path, destination], {
+  const result = await runCommand('qemu-img', ['convert', '-p', '-f', source.format, '-O', 'raw', ...extraArgs, qemuSourceSpec(source), destination], {
     signal,
     maxStdout: 4 * 1024 * 1024,
     limits: source.limits,
@@ -31,6 +31,18 @@ export async function convertToRaw(source: ConvertSource, destination: string, s
   }
   // Writing failed for some other reason (the target, the network to Ceph): worth another attempt.
   throw new RawCacheError(`converting to raw failed (qemu-img convert: ${summary}); will retry`, false);
+}
+
+/**
+ * How qemu-img is told to open the source. A qcow2 file is opened with its backing image switched
+ * off (`"backing": null`): inspectImage refused any qcow2 that names one, but a file read in place
+ * (Glance's store, rawcache.target.file_source_dirs) could be replaced between that check and the
+ * convert, and qemu-img must never open a file an image names. (An external data file cannot be
+ * switched off this way; the hash checked beside the convert keeps such a copy from being published.)
+ */
+export function qemuSourceSpec(source: Pick<ConvertSource, 'format' | 'path'>): string {
+  if (source.format !== 'qcow2' || source.path.startsWith('rbd:')) return source.path;
+  return `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: source.path } })}`;
 }
 
 /** Free bytes of the filesystem holding `path` (or its nearest existing ancestor). */
