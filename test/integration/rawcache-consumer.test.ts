@@ -83,7 +83,7 @@ describe('volume-from-image: a volume cloned from the RAW copy, as Cinder makes 
       );
     });
   const asCinder = (args: string[]) => ['--conf', ceph.confPath, '--id', 'cinder', ...args];
-  const rbdInfo = async (spec: string) => JSON.parse(await ceph.rbd(['info', '--format', 'json', spec]));
+  const rbdInfo = async (spec: string) => JSON.parse(await runRbdAsCinder(['info', '--format', 'json', spec]));
   const volumes = async (): Promise<string[]> => JSON.parse(await runRbdAsCinder(['ls', '--pool', 'volumes', '--format', 'json']));
   const runRbdAsCinder = (args: string[]): Promise<string> =>
     new Promise((done, fail) => execFile('rbd', asCinder(args), { timeout: 30_000 }, (error, stdout, stderr) => (error ? fail(new Error(stderr)) : done(stdout))));
