@@ -72,7 +72,7 @@ RBD_USER=$(jq -r .user "$OUT/services.json")
 # client.admin's key is in the cluster's keyring, which its ceph.conf names.
 cephadm() { ceph --conf "$CEPH_CONF" "$@"; }
 cephadm osd pool create volumes 8 8 >/dev/null 2>&1
-cephadm osd pool application enable volumes rbd >/dev/null
+cephadm osd pool application enable volumes rbd >/dev/null 2>&1
 keyring=$(sed -n 's/^keyring = //p' "$CEPH_CONF" | head -1)
 cephadm auth get-or-create client.cinder mon 'profile rbd' osd "profile rbd pool=volumes, profile rbd-read-only pool=$POOL" mgr 'profile rbd pool=volumes' >>"$keyring"
 cinder() { rbd --id cinder --conf "$CEPH_CONF" "$@"; }
@@ -148,7 +148,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   [ "$(cinder info --format json "volumes/bench-import-$round" | jq -r .size)" = "$VIRTUAL_BYTES" ] || die "round $round: the imported volume is not $VIRTUAL_BYTES bytes"
   cinder rm --no-progress "volumes/bench-clone-$round" >/dev/null
   cinder rm --no-progress "volumes/bench-import-$round" >/dev/null
-  jq -cn --argjson round "$round" --argjson clone "$clone_s" --argjson import "$import_s" '{round: $round, clone_s: $clone, import_s: $import}' >>"$RESULTS"
+  jq -cn --argjson round "$round" --argjson clone "$clone_s" --argjson imported "$import_s" '{round: $round, clone_s: $clone, import_s: $imported}' >>"$RESULTS"
   log "  round $round: clone $clone_s s, download + convert + import $import_s s"
 done
 
