@@ -8,7 +8,7 @@
 # "Volume from image" section of bench/RESULTS.md (replacing the one a previous run wrote); raw
 # outputs in bench/out/volume-from-image/.
 #
-#   usage: bash bench/volume-from-image.sh     (about 3 minutes on 2 vCPUs; gives up after 10)
+#   usage: bash bench/volume-from-image.sh     (about 3 minutes on 2 vCPUs; gives up after 15)
 #   knobs: BENCH_VOLUME_ROUNDS (3)
 #
 # Everything runs on 127.0.0.1: a single-node Ceph (memstore: its data lives in RAM) and a real
@@ -23,7 +23,7 @@ OUT=bench/out/volume-from-image
 ROUNDS=${BENCH_VOLUME_ROUNDS:-3}
 VIRTUAL_MIB=4096
 DATA_MIB=1024
-STOP_AFTER_S=600
+STOP_AFTER_S=900
 POLL_S=0.2
 
 check_time() { [ "$SECONDS" -lt "$STOP_AFTER_S" ] || die "still running after ${STOP_AFTER_S} s: giving up"; }

@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../ops/log';
 import { runCommand, stderrSummary, type RunResult } from '../rawcache/exec';
-import type { GlanceClient } from '../rawcache/glance-client';
+import { GlanceHttpError, type GlanceClient } from '../rawcache/glance-client';
 import { inspectImage } from '../rawcache/inspect';
 import { dataRecordOf, fetchVerifiedSource, formatBytes } from '../rawcache/source';
 import type { CachedImage } from '../rawcache/state';
@@ -65,7 +65,10 @@ export async function volumeFromImage(request: VolumeFromImageRequest, options: 
   assertRbdName('the volume pool', volumePool);
   assertRbdName('the volume name', volumeName);
   const ceph = new CephCommands(options);
-  const image = await options.glance.getImage(imageId);
+  const image = await options.glance.getImage(imageId).catch((error: Error) => {
+    if (error instanceof GlanceHttpError) throw error;
+    throw new VolumeFromImageError(`Glance at ${options.glance.baseUrl} did not answer: ${error.message}`);
+  });
   if (image === undefined) throw new VolumeFromImageError(`no image ${imageId} in Glance`);
   const destination = `${volumePool}/${volumeName}`;
   await ceph.refuseExisting(destination);

@@ -232,6 +232,15 @@ describe('volume-from-image: a volume cloned from the RAW copy, as Cinder makes 
       expect(await volumes()).toEqual(expect.not.arrayContaining(['volume-unprotected', 'volume-snapless']));
     });
 
+    it('says in one line that Glance did not answer', async () => {
+      const port = await freePort();
+      expect(await volumeFromImage(randomUUID(), 'volume-no-glance', '--upstream', `http://127.0.0.1:${port}`)).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `stx-glance-proxy: Glance at http://127.0.0.1:${port} did not answer: connect ECONNREFUSED 127.0.0.1:${port}\n`,
+      });
+    });
+
     it('refuses an image Glance does not have', async () => {
       const id = randomUUID();
       expect(await volumeFromImage(id, 'volume-none')).toEqual({ code: 1, stdout: '', stderr: `stx-glance-proxy: no image ${id} in Glance\n` });
