@@ -13,6 +13,11 @@ import { createHealth, glanceCheck, queueCheck } from './ops/health';
 import { startOpsServer, startProxyOpsServer } from './ops/ops-server';
 import { createRawCacheTrigger } from './rawcache/trigger';
 import { RawCacheWorker } from './rawcache/worker';
+import { VolumeFromImageError, volumeBytesOf } from './consumer/clone-source';
+import { volumeFromImage } from './consumer/volume-from-image';
+import { serviceGlanceClient } from './rawcache/runtime';
+import { GlanceHttpError } from './rawcache/glance-client';
+import { RawCacheError } from './rawcache/types';
 
 const USAGE = `usage: stx-glance-proxy <command> [options]
 
@@ -26,6 +31,12 @@ commands:
   stack     run the proxy; with no upstream configured, also a local real Glance and a worker
   config check [FILE]                every problem of a configuration, one line each naming the key
   config show [--json]               the effective configuration (defaults, environment, flags), secrets masked
+  volume-from-image IMAGE --pool POOL --name NAME [--size GIB] [--fallback] [--json]
+            make an RBD volume from an image as Cinder does: clone its cached RAW copy
+            (rbd://<fsid>/<pool>/<id>_raw/snap); --fallback: download + convert + import
+            when it has none. --ceph-user, --ceph-conf (default rawcache.target.rbd_user,
+            ceph_conf), --image-pools P1,P2 (pools a copy may be cloned from; default
+            rawcache.target.rbd_pool)
 
 options (serve, stack):
   --upstream URL     the real Glance API (e.g. http://127.0.0.1:19292)
@@ -234,6 +245,60 @@ async function config(argv: string[]): Promise<void> {
   throw new ConfigError(`unknown config action '${action ?? ''}' (check [FILE], show)`);
 }
 
+async function volumeFromImageCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      ...COMMON_OPTIONS,
+      pool: { type: 'string' },
+      name: { type: 'string' },
+      size: { type: 'string' },
+      'image-pools': { type: 'string' },
+      'ceph-user': { type: 'string' },
+      'ceph-conf': { type: 'string' },
+      fallback: { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [imageId, ...extra] = positionals;
+  if (!imageId || extra.length > 0) throw new ConfigError('volume-from-image needs one IMAGE id');
+  if (!values.pool || !values.name) throw new ConfigError('volume-from-image needs --pool POOL and --name NAME (e.g. --pool volumes --name volume-<uuid>)');
+  const config = configFrom(values);
+  const logger = createLogger(values.json ? 'error' : 'warn', 'stx-glance-proxy-volume-from-image');
+  const target = config.rawcache.target;
+  const glance = await serviceGlanceClient(config, logger);
+  const controller = new AbortController();
+  const abort = () => controller.abort(new Error('interrupted'));
+  process.once('SIGINT', abort);
+  process.once('SIGTERM', abort);
+  try {
+    const made = await volumeFromImage(
+      { imageId, volumePool: values.pool, volumeName: values.name, sizeBytes: volumeBytesOf(values.size), fallback: values.fallback === true },
+      {
+        glance,
+        cephUser: values['ceph-user'] ?? target.rbd_user,
+        cephConf: values['ceph-conf'] ?? target.ceph_conf,
+        imagePools: (values['image-pools'] ?? target.rbd_pool).split(',').map((pool) => pool.trim()).filter((pool) => pool !== ''),
+        workDir: config.rawcache.worker.work_dir,
+        logger,
+      },
+      controller.signal,
+    );
+    const how = made.method === 'clone' ? `cloned from ${made.parent}` : `imported from Glance (no clone: ${made.why})`;
+    process.stdout.write(values.json ? `${JSON.stringify({ image: imageId, ...made })}\n` : `volume ${made.volume} (${made.sizeBytes} bytes) ${how}\n`);
+  } catch (error) {
+    // The raw-cache helpers' failures (a bad download, an image attack refused, ceph unreachable) are refusals here too.
+    if (error instanceof RawCacheError || error instanceof GlanceHttpError) throw new VolumeFromImageError(error.message);
+    throw error;
+  } finally {
+    process.off('SIGINT', abort);
+    process.off('SIGTERM', abort);
+    glance.close();
+  }
+}
+
 async function stack(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -273,6 +338,8 @@ async function main(): Promise<void> {
       return cache(rest);
     case 'config':
       return config(rest);
+    case 'volume-from-image':
+      return volumeFromImageCommand(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -289,6 +356,8 @@ main().catch((err: Error & { code?: string }) => {
   const operatorError =
     err instanceof ConfigError ||
     ['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL', 'EADDRINUSE', 'EACCES'].includes(err.code ?? '');
-  process.stderr.write(`stx-glance-proxy: ${operatorError ? err.message.split('\n')[0] : (err.stack ?? err.message)}\n`);
+  // A refused volume-from-image is one line too, with exit code 1 (2 stays for bad usage).
+  const refusal = err instanceof VolumeFromImageError;
+  process.stderr.write(`stx-glance-proxy: ${operatorError || refusal ? err.message.split('\n')[0] : (err.stack ?? err.message)}\n`);
   process.exit(operatorError ? 2 : 1);
 });

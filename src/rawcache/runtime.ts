@@ -36,7 +36,7 @@ export async function openQueue(config: ProxyConfig, logger: Logger): Promise<Jo
  * The worker's Glance client: with `service_auth`, a Keystone service identity (and, if asked,
  * Glance's URL from the catalog); without it, a Glance that needs no token.
  */
-async function serviceGlanceClient(config: ProxyConfig, logger: Logger): Promise<GlanceClient> {
+export async function serviceGlanceClient(config: ProxyConfig, logger: Logger): Promise<GlanceClient> {
   if (!config.service_auth) return new GlanceClient({ baseUrl: glanceUrlFor(config) });
   let auth: ReturnType<typeof createServiceAuth>;
   try {

@@ -465,11 +465,12 @@ export class RbdRawCopyTarget implements RawCopyTarget, LeftoverPlace {
   }
 }
 
-function isMissing(result: RunResult): boolean {
+/** True when rbd says the image or snapshot does not exist (also used by src/consumer). */
+export function isMissing(result: RunResult): boolean {
   return result.code !== 0 && /No such file or directory|\(2\)/.test(result.stderr);
 }
 
-function parseJson<T>(result: RunResult, what: string): T {
+export function parseJson<T>(result: RunResult, what: string): T {
   try {
     return JSON.parse(result.stdout) as T;
   } catch {
