@@ -63,7 +63,7 @@ function getTables(s) {
   const pair = (a, b, name) => [name, ratio(s[a].rps, s[b].rps), ratio(s[a].p50, s[b].p50), ratio(s[a].p99, s[b].p99)];
   const ratios = table(
     ['ratio', 'req/s', 'p50', 'p99'],
-    [pair('proxy', 'direct', 'proxy / direct'), pair('proxy', 'nginx', 'proxy / nginx'), pair('proxy', 'bare', 'proxy / bare relay'), pair('bare', 'direct', 'bare relay / direct'), pair('nginx', 'direct', 'nginx / direct')],
+    [pair('proxy', 'direct', 'proxy / direct'), pair('proxy', 'nginx', 'proxy / nginx'), pair('nginx', 'direct', 'nginx / direct')],
   );
   return `${absolute}\n\n${ratios}`;
 }
