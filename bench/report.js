@@ -14,7 +14,9 @@ const records = read('results.jsonl').trim().split('\n').map((line) => JSON.pars
 const MiB = 1 << 20;
 const RSS_LIMIT_MIB = 150;
 const TARGETS = ['direct', 'nginx', 'proxy'];
-const LABEL = { direct: 'direct', nginx: `nginx ${machine.nginx}`, proxy: '**stx-glance-proxy**' };
+// Streams are also measured through bench/bare-relay.js, the least a Node relay does.
+const DATA_TARGETS = ['direct', 'nginx', 'bare', 'proxy'];
+const LABEL = { direct: 'direct', nginx: `nginx ${machine.nginx}`, bare: 'bare Node relay', proxy: '**stx-glance-proxy**' };
 const DATA_OPS = [
   ['upload-chunked', 'upload, chunked'],
   ['upload-length', 'upload, Content-Length'],
@@ -69,7 +71,7 @@ function getTables(s) {
 /** Median MiB/s per path and operation of one transfer section. */
 function dataStats(section) {
   const stats = {};
-  for (const target of TARGETS) {
+  for (const target of DATA_TARGETS) {
     stats[target] = {};
     for (const [op] of DATA_OPS) {
       const speeds = records
@@ -84,12 +86,12 @@ function dataStats(section) {
 function dataTables(s) {
   const absolute = table(
     ['path', ...DATA_OPS.map(([, name]) => `${name} MiB/s (min–max)`)],
-    TARGETS.map((t) => [LABEL[t], ...DATA_OPS.map(([op]) => `${int(s[t][op].mibs)} (${int(s[t][op].min)}–${int(s[t][op].max)})`)]),
+    DATA_TARGETS.map((t) => [LABEL[t], ...DATA_OPS.map(([op]) => `${int(s[t][op].mibs)} (${int(s[t][op].min)}–${int(s[t][op].max)})`)]),
   );
   const pair = (a, b, name) => [name, ...DATA_OPS.map(([op]) => ratio(s[a][op].mibs, s[b][op].mibs))];
   const ratios = table(
     ['ratio', ...DATA_OPS.map(([, name]) => name)],
-    [pair('proxy', 'direct', 'proxy / direct'), pair('proxy', 'nginx', 'proxy / nginx'), pair('nginx', 'direct', 'nginx / direct')],
+    [pair('proxy', 'direct', 'proxy / direct'), pair('proxy', 'nginx', 'proxy / nginx'), pair('proxy', 'bare', 'proxy / bare relay'), pair('bare', 'direct', 'bare relay / direct'), pair('nginx', 'direct', 'nginx / direct')],
   );
   return `${absolute}\n\n${ratios}`;
 }
@@ -231,11 +233,17 @@ Budget: ${RSS_LIMIT_MIB} MiB. Result: **${rssPeak < RSS_LIMIT_MIB ? 'within budg
 ${reading()}
 `;
 
-// The raw-cache section belongs to bench/rawcache.sh: keep it across pass-through runs.
+// Every section another benchmark writes (between its top-level `<!-- NAME:begin` and
+// `<!-- NAME:end -->` markers) stays as it was, in its order: this script owns only sections 1-4.
 const previous = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
-// Sections other benchmarks write (between their begin/end markers) stay as they were.
-const kept = ['rawcache', 'hostile-json', 'durable-trigger']
-  .map((name) => new RegExp(`<!-- ${name}:begin[\\s\\S]*<!-- ${name}:end -->`).exec(previous)?.[0])
-  .filter((section) => section !== undefined);
-fs.writeFileSync(resultsFile, kept.length > 0 ? `${report.trimEnd()}\n\n${kept.join('\n\n')}\n` : report);
+const kept = [];
+for (const begin of previous.matchAll(/<!-- ([a-z0-9-]+):begin/g)) {
+  const end = `<!-- ${begin[1]}:end -->`;
+  const stop = previous.indexOf(end, begin.index);
+  // Nested markers (hostile-json:proxy inside hostile-json) come with their enclosing section.
+  if (stop < 0 || kept.some((k) => k.start <= begin.index && begin.index < k.stop)) continue;
+  kept.push({ start: begin.index, stop: stop + end.length });
+}
+const keptText = kept.map((k) => previous.slice(k.start, k.stop));
+fs.writeFileSync(resultsFile, keptText.length > 0 ? `${report.trimEnd()}\n\n${keptText.join('\n\n')}\n` : report);
 process.stdout.write(report);

@@ -59,8 +59,8 @@ free_gib=$(df --output=avail -BG "${TMPDIR:-/tmp}" | tail -1 | tr -dc 0-9)
 log "building"
 npm run --silent build >"$OUT/build.log" 2>&1 || die "npm run build failed, see $OUT/build.log"
 
-read -r PROXY_PORT PROXY_FAST_PORT NGINX_PORT NGINX_FAST_PORT FAST_PORT FAST_DIRECT_PORT RSS_PROXY_PORT \
-  < <(node bench/free-ports.js 7)
+read -r PROXY_PORT PROXY_FAST_PORT NGINX_PORT NGINX_FAST_PORT FAST_PORT FAST_DIRECT_PORT RSS_PROXY_PORT BARE_PORT BARE_FAST_PORT \
+  < <(node bench/free-ports.js 9)
 
 log "starting Glance, the trivial upstreams, the proxies and nginx"
 start_holder Glance "$OUT/glance.json" 90 node bench/glance.js
@@ -74,6 +74,12 @@ wait_http "http://127.0.0.1:$FAST_DIRECT_PORT/" "${pids[-1]}"
 start_proxy proxy "$GLANCE" "$PROXY_PORT"
 start_proxy proxy-fast "$FAST" "$PROXY_FAST_PORT"
 
+# The bare relays (bench/bare-relay.js): the streams' baseline for what any Node relay costs.
+start bare-relay "$PROXY_CPU" node bench/bare-relay.js "$BARE_PORT" "$GLANCE"
+wait_http "http://127.0.0.1:$BARE_PORT/versions" "${pids[-1]}"
+start bare-relay-fast "$PROXY_CPU" node bench/bare-relay.js "$BARE_FAST_PORT" "$FAST"
+wait_http "http://127.0.0.1:$BARE_FAST_PORT/" "${pids[-1]}"
+
 mkdir -p "$tmp/nginx/logs"
 sed -e "s|@GLANCE@|${GLANCE#http://}|; s|@FAST@|127.0.0.1:$FAST_PORT|" \
   -e "s|@NGINX_PORT@|$NGINX_PORT|; s|@NGINX_FAST_PORT@|$NGINX_FAST_PORT|" \
@@ -81,9 +87,11 @@ sed -e "s|@GLANCE@|${GLANCE#http://}|; s|@FAST@|127.0.0.1:$FAST_PORT|" \
 start nginx "$PROXY_CPU" nginx -p "$tmp/nginx" -c "$PWD/$OUT/nginx.conf"
 wait_http "http://127.0.0.1:$NGINX_PORT/versions" "${pids[-1]}"
 
-declare -A GLANCE_VIA=([direct]=$GLANCE [nginx]=http://127.0.0.1:$NGINX_PORT [proxy]=http://127.0.0.1:$PROXY_PORT)
-declare -A FAST_VIA=([direct]=http://127.0.0.1:$FAST_DIRECT_PORT [nginx]=http://127.0.0.1:$NGINX_FAST_PORT [proxy]=http://127.0.0.1:$PROXY_FAST_PORT)
+declare -A GLANCE_VIA=([direct]=$GLANCE [nginx]=http://127.0.0.1:$NGINX_PORT [bare]=http://127.0.0.1:$BARE_PORT [proxy]=http://127.0.0.1:$PROXY_PORT)
+declare -A FAST_VIA=([direct]=http://127.0.0.1:$FAST_DIRECT_PORT [nginx]=http://127.0.0.1:$NGINX_FAST_PORT [bare]=http://127.0.0.1:$BARE_FAST_PORT [proxy]=http://127.0.0.1:$PROXY_FAST_PORT)
 TARGETS=(direct nginx proxy)
+# Streams also go through the bare relay.
+STREAM_TARGETS=(direct nginx bare proxy)
 
 # ---- Glance helpers (setup traffic goes straight to Glance, it is not measured) ---------------
 json_field() { node -p "JSON.parse(require('fs').readFileSync(0, 'utf8'))[process.argv[1]]" "$1"; }
@@ -171,7 +179,7 @@ wrk_rounds get-glance 8 "/v2/images/$SHOW_ID" GLANCE_VIA
 
 log "2/4 image data on Glance: $((GLANCE_DATA_BYTES >> 20)) MiB up (chunked, Content-Length) and down"
 for ((round = 1; round <= ROUNDS; round++)); do
-  for target in "${TARGETS[@]}"; do
+  for target in "${STREAM_TARGETS[@]}"; do
     upload_to_glance "$target" upload-chunked "$round" "$tmp/glance-data.img" -H 'Transfer-Encoding: chunked'
     upload_to_glance "$target" upload-length "$round" "$tmp/glance-data.img"
     transfer data-glance "$target" download "$round" "$GLANCE_DATA_BYTES" \
@@ -183,7 +191,7 @@ delete_image "$DOWNLOAD_ID"
 log "3/4 trivial upstream: GET ${ROUNDS} rounds x ${WRK_SECONDS} s per path, then streams"
 wrk_rounds get-fast 32 "/v2/images/$SHOW_ID" FAST_VIA
 for ((round = 1; round <= ROUNDS; round++)); do
-  for target in "${TARGETS[@]}"; do
+  for target in "${STREAM_TARGETS[@]}"; do
     base=${FAST_VIA[$target]}/v2/images/$SHOW_ID/file
     transfer data-fast "$target" upload-chunked "$round" "$FAST_UPLOAD_BYTES" -X PUT \
       -H 'Content-Type: application/octet-stream' -H 'Transfer-Encoding: chunked' -T "$tmp/fast-data.img" "$base"

@@ -4,7 +4,7 @@ import { ConfigError, configProblems, loadConfig, type ProxyConfig } from './con
 import { renderEffectiveConfig } from './config/show';
 import { assertStackServesThisHostOnly, startLocalGlance, stackInstructions, startStackWorker, type LocalStack } from './dev/stack';
 import { createProxy } from './http/server';
-import { createLogger, type Logger } from './ops/log';
+import { createLogger, type ProcessLogger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
 import { openQueue, openRawCacheRuntime } from './rawcache/runtime';
@@ -67,15 +67,14 @@ function configFrom(values: Record<string, string | boolean | undefined>): Proxy
 }
 
 /** Stops on SIGTERM/SIGINT: `stop` finishes the work, then the log is flushed and the process exits 0. */
-function onTermination(logger: Logger, stop: (signal: string) => Promise<void>): void {
+function onTermination(logger: ProcessLogger, stop: (signal: string) => Promise<void>): void {
   let stopping = false;
   const handler = (signal: string) => {
     if (stopping) return;
     stopping = true;
     void stop(signal).then(() => {
       logger.info('stopped');
-      logger.on('finish', () => process.exit(0));
-      logger.end();
+      void logger.close().then(() => process.exit(0));
     });
   };
   process.on('SIGTERM', () => handler('SIGTERM'));

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ProxyConfig } from '../config/load';
 import { findLoneSurrogateEscape, GlanceJsonBodyReader, MALFORMED_JSON_MESSAGE, type JsonBodyRefusal, type JsonBodyResult, type JsonLimits, type JsonNode, type TextEdit } from '../images/glance-json';
 import { checkImportRequest, reviewCreateRequest, reviewPatchRequest, type InboundReview } from '../images/inbound';
-import { enrichImage, enrichImageList, type EnrichContext } from '../images/outbound';
+import { enrichImageBytes, enrichImageList, type EnrichContext } from '../images/outbound';
 import { patchDialect, ACCEPT_PATCH } from '../images/patch-operations';
 import { extendImageSchema, extendImagesSchema } from '../images/schema';
 import type { Logger } from '../ops/log';
@@ -109,7 +109,7 @@ interface JudgedBody {
  */
 export function createImageApi({ upstream, config, logger, rawCache }: ImageApiDeps): ImageApi {
   const enrichContext: EnrichContext = { storeTypes: config.store_types, rawCacheEnabled: rawCache !== undefined };
-  const enrichOne: ResponseTransform = (body) => enrichImage(body as Record<string, unknown>, enrichContext);
+  const enrichOne: ResponseTransform = (body, _proxyRes, raw) => enrichImageBytes(body, raw, enrichContext);
   const limits: JsonLimits = {
     depth: config.limits.json_depth,
     members: config.limits.json_members,

@@ -1,3 +1,4 @@
+import { pythonJson } from '../http/python-json';
 import { pendingView, type CachedImage } from '../rawcache/state';
 import { storeRule } from './rules';
 
@@ -30,6 +31,28 @@ export function enrichImage(image: unknown, ctx: EnrichContext): unknown {
   const pending = ctx.rawCacheEnabled ? pendingView(image as unknown as CachedImage) : undefined;
   if (pending) fields.push(...Object.entries(pending));
   return Object.fromEntries(store === undefined ? fields : [...fields, [storeRule.name, store]]);
+}
+
+/**
+ * The same answer as `enrichImage`, as bytes: when Glance's image has no `store` of its own, the
+ * enriched image is Glance's with fields added at the end, so the added fields are written after
+ * Glance's own bytes, which go on as they are (never parsed and written again). `raw` is the text
+ * `image` was parsed from.
+ */
+export function enrichImageBytes(image: unknown, raw: Buffer, ctx: EnrichContext): unknown {
+  if (!isJsonObject(image) || Object.hasOwn(image, storeRule.name)) return enrichImage(image, ctx);
+  const added: Array<[string, unknown]> = [];
+  const pending = ctx.rawCacheEnabled ? pendingView(image as unknown as CachedImage) : undefined;
+  if (pending) added.push(...Object.entries(pending).filter(([key]) => !Object.hasOwn(image, key)));
+  // A pending field Glance already has keeps Glance's position in enrichImage: not a plain addition.
+  if (pending && added.length < Object.keys(pending).length) return enrichImage(image, ctx);
+  const store = derivedStore(image, ctx);
+  if (store !== undefined) added.push([storeRule.name, store]);
+  if (added.length === 0) return raw;
+  const close = raw.lastIndexOf(0x7d);
+  let text = added.map(([key, value]) => `${pythonJson(key)}: ${pythonJson(value)}`).join(', ');
+  if (Object.keys(image).length > 0) text = `, ${text}`;
+  return Buffer.concat([raw.subarray(0, close), Buffer.from(text, 'utf8'), raw.subarray(close)]);
 }
 
 /** A list page (`{"images": [...], "first": ..., "next": ...}`) with each image enriched. */

@@ -145,6 +145,57 @@ describe('upstream faults', () => {
     });
   });
 
+  it('answers 504 on a streamed route too (image data), when Glance stays silent longer than upstream_idle', async () => {
+    upstream.handle(() => undefined);
+    const res = await client.get('/v2/images/44444444-4444-4444-4444-444444444445/file', { Accept: 'application/json' });
+    expect(res.status).toBe(504);
+    expect(res.json()).toMatchObject({ code: '504 Gateway Timeout' });
+  });
+
+  it.each([
+    ['a streamed route', '/v2/images/88888888-8888-8888-8888-888888888888/file'],
+    ['an enriched route', '/v2/images/88888888-8888-8888-8888-888888888888'],
+  ])('answers 502 on %s when Glance closes the connection without an answer', async (_kind, path) => {
+    upstream.handle((req) => req.socket.destroy());
+    const res = await client.get(path, { Accept: 'application/json' });
+    expect(res.status).toBe(502);
+    expect(res.json()).toMatchObject({ code: '502 Bad Gateway' });
+  });
+
+  it('forwards no hop-by-hop request header, and passes the answer headers in their case, order and number', async () => {
+    upstream.handle((_req, res) => {
+      res.writeHead(200, [
+        'X-First', 'a',
+        'Content-Type', 'application/octet-stream',
+        'Proxy-Connection', 'keep-alive',
+        'x-dup', '1',
+        'X-Dup', '2',
+        'Content-Length', '3',
+      ]);
+      res.end('abc');
+    });
+    const before = upstream.seen.length;
+    const res = await client.get('/v2/images/99999999-9999-9999-9999-999999999999/file', {
+      'Keep-Alive': 'timeout=99',
+      'Proxy-Connection': 'keep-alive',
+      TE: 'trailers',
+      'X-Custom': 'kept',
+    });
+    expect(res.status).toBe(200);
+    expect(res.text()).toBe('abc');
+    const seen = upstream.seen[before]!.headers;
+    expect(seen['x-custom']).toBe('kept');
+    for (const name of ['keep-alive', 'proxy-connection', 'te']) expect(seen[name]).toBeUndefined();
+    const own = new Set(['date', 'connection', 'keep-alive']);
+    expect(res.rawHeaders.filter(([name]) => !own.has(name.toLowerCase()))).toEqual([
+      ['X-First', 'a'],
+      ['Content-Type', 'application/octet-stream'],
+      ['x-dup', '1'],
+      ['X-Dup', '2'],
+      ['Content-Length', '3'],
+    ]);
+  });
+
   it('keeps a slow upload alive while bytes keep flowing, well past the idle timeout', async () => {
     upstream.handle((req, res) => {
       let n = 0;

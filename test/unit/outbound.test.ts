@@ -1,5 +1,6 @@
-import { enrichImage, enrichImageList, type EnrichContext } from '../../src/images/outbound';
-import { fixtureJson } from './glance-fixtures';
+import { pythonJson } from '../../src/http/python-json';
+import { enrichImage, enrichImageBytes, enrichImageList, type EnrichContext } from '../../src/images/outbound';
+import { fixtureJson, fixtureText } from './glance-fixtures';
 
 const ctx: EnrichContext = { storeTypes: { fs: 'file', ceph: 'rbd' } };
 
@@ -145,5 +146,48 @@ describe('image lists', () => {
 
   it.each([null, [], { images: 'none' }, { first: '/v2/images' }])('returns %p, which is not a list page, as it is', (body) => {
     expect(enrichImageList(body, ctx)).toBe(body);
+  });
+});
+
+describe("enrichImageBytes: the enriched image written after Glance's own bytes", () => {
+  const shows = ['create-queued.json', 'show-file-multistore.json', 'show-hidden-locations.json', 'show-imported.json', 'show-rbd-and-file.json', 'show-rbd.json', 'show-single-store.json', 'show-uploading.json'];
+  const contexts: Array<[string, EnrichContext]> = [
+    ['raw cache off', ctx],
+    ['raw cache on', { ...ctx, rawCacheEnabled: true }],
+  ];
+
+  describe.each(contexts)('%s', (_name, context) => {
+    it.each(shows)('%s: the same bytes as the enriched image written in full', (name) => {
+      const raw = Buffer.from(fixtureText(name), 'utf8');
+      const image = JSON.parse(raw.toString('utf8'));
+      // The captured bodies are Python's json.dumps output, so writing Glance's part again gives the same bytes.
+      expect(pythonJson(image)).toBe(raw.toString('utf8').trimEnd());
+      const result = enrichImageBytes(image, raw, context);
+      const bytes = Buffer.isBuffer(result) ? result.toString('utf8') : pythonJson(result);
+      expect(bytes.trimEnd()).toBe(pythonJson(enrichImage(image, context)));
+    });
+  });
+
+  it('passes Glance\'s bytes as they are, not as JSON.stringify or json.dumps would write them again', () => {
+    const raw = Buffer.from('{"name": "caf\\u00e9", "size": 1.0, "stores": "fs"}');
+    const result = enrichImageBytes(JSON.parse(raw.toString()), raw, ctx);
+    expect(Buffer.isBuffer(result) && result.toString()).toBe('{"name": "caf\\u00e9", "size": 1.0, "stores": "fs", "store": "file"}');
+  });
+
+  it('gives the same bytes back when nothing is to be added', () => {
+    const raw = Buffer.from('{"name": "empty", "size": 1.0}');
+    expect(enrichImageBytes(JSON.parse(raw.toString()), raw, ctx)).toBe(raw);
+  });
+
+  it('writes the image again when Glance sent a store of its own (its place in the order changes)', () => {
+    const raw = Buffer.from('{"store": "forged", "stores": "ceph", "name": "x"}');
+    const result = enrichImageBytes(JSON.parse(raw.toString()), raw, ctx);
+    expect(Buffer.isBuffer(result)).toBe(false);
+    expect(pythonJson(result)).toBe('{"stores": "ceph", "name": "x", "store": "rbd"}');
+  });
+
+  it('leaves an image with nowhere to derive a store from as Glance sent it', () => {
+    const raw = Buffer.from('{}');
+    expect(enrichImageBytes({}, raw, ctx)).toBe(raw);
   });
 });
