@@ -138,7 +138,7 @@ describe('raw cache with the RabbitMQ queue', () => {
     await upload(id, source);
 
     await waitForImage(id, (i) => i.cache_raw_status === 'Caching', 30_000);
-    const holder = await Promise.any(workers.map((w) => w.waitForLog(new RegExp(`"image_id":"${id}".*"message":"converting to RAW"`)).then(() => w)));
+    const holder = await Promise.any(workers.map((w) => w.waitForLog(new RegExp(`^(?=.*"image_id":"${id}")(?=.*"message":"converting to RAW")`)).then(() => w)));
     const other = workers.find((w) => w !== holder)!;
     await sleep(300);
     // SIGKILL to the worker and then to what it ran (as systemd ends a crashed service's cgroup).

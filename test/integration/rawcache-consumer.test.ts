@@ -259,7 +259,7 @@ describe('volume-from-image: a volume cloned from the RAW copy, as Cinder makes 
       expect((await client.delete(`/v2/images/${image.id}`)).status).toBe(204);
       // Every attempt meets the clone; after max_attempts the worker gives up (nothing to record: the image is gone).
       await worker.waitForLog(`the raw copy ${ceph.pool}/${image.id}_raw@snap has clones (volumes created from it)`, 60_000);
-      await worker.waitForLog(new RegExp(`"image_id":"${image.id}".*"message":"the failure cannot be recorded on the image`), 60_000);
+      await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${image.id}")(?=.*"message":"the failure cannot be recorded on the image)`), 60_000);
       expect((await client.get(`/v2/images/${image.id}`)).status).toBe(404);
       expect(JSON.parse(await ceph.rbd(['snap', 'ls', '--format', 'json', `${ceph.pool}/${image.id}_raw`]))).toEqual([
         expect.objectContaining({ name: 'snap', protected: 'true' }),
@@ -272,7 +272,7 @@ describe('volume-from-image: a volume cloned from the RAW copy, as Cinder makes 
         execFile(process.execPath, [CLI, 'reconcile', '--config', configFile, '--json'], (error, stdout) => (error ? fail(error) : done(stdout))),
       );
       expect(JSON.parse(sweep).orphans).toContain(image.id);
-      await worker.waitForLog(new RegExp(`"image_id":"${image.id}".*"message":"image is gone; its raw copy is removed"`), 60_000);
+      await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${image.id}")(?=.*"message":"image is gone; its raw copy is removed")`), 60_000);
       const left = JSON.parse(await ceph.rbd(['ls', '--pool', ceph.pool, '--format', 'json'])) as string[];
       expect(left.filter((name) => name.startsWith(image.id))).toEqual([]);
     }, 180_000);

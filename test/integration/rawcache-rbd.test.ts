@@ -321,11 +321,11 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     expect((await rbdNamesOf(id)).filter((name) => name !== id && !name.startsWith(`${id}_raw_partial-`))).toEqual([]);
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
-    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"conversion cancelled".*"why":"image-gone"`), 30_000);
+    await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${id}")(?=.*"message":"conversion cancelled")(?=.*"why":"image-gone")`), 30_000);
     // Killed by the worker's cancel (it stays stopped otherwise): gone once the kernel has ended it.
     await waitUntil(() => !processExists(reader), 10_000, `rbd export (pid ${reader}) to end`);
     await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)));
-    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"image is gone; its raw copy is removed"`));
+    await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${id}")(?=.*"message":"image is gone; its raw copy is removed")`));
     await waitUntil(() => workFilesOf(id).length === 0, 10_000, `no work file of ${id}`);
     expect(await rbdNamesOf(id)).toEqual([]);
     expect(workerSaid(id, 'raw copy written')).toBe(false);
@@ -341,10 +341,10 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
     process.kill(convert, 'SIGSTOP');
     expect((await client.delete(`/v2/images/${id}`)).status).toBe(204);
 
-    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"conversion cancelled".*"why":"image-gone"`), 30_000);
+    await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${id}")(?=.*"message":"conversion cancelled")(?=.*"why":"image-gone")`), 30_000);
     expect(processExists(convert)).toBe(false);
     await waitForPool(`no ${id}* in the pool`, (names) => !names.some((n) => n.startsWith(id)), 90_000);
-    await worker.waitForLog(new RegExp(`"image_id":"${id}".*"message":"image is gone; its raw copy is removed"`));
+    await worker.waitForLog(new RegExp(`^(?=.*"image_id":"${id}")(?=.*"message":"image is gone; its raw copy is removed")`));
     await waitUntil(() => workFilesOf(id).length === 0, 10_000, `no work file of ${id}`);
     expect(await rbdNamesOf(id)).toEqual([]);
     expect(workerSaid(id, 'raw copy written')).toBe(false);
