@@ -20,6 +20,7 @@ export async function convertToRaw(source: ConvertSource, destination: string, s
     signal,
     maxStdout: 4 * 1024 * 1024,
     limits: source.limits,
+    ...(source.onProgress ? { onProgress: source.onProgress } : {}),
   });
   if (result.code === 0) return;
   const summary = stderrSummary(result);
