@@ -147,5 +147,6 @@ export function describeProgress(progress: Pick<ConversionProgress, 'percent' | 
 /** A one-line bar for a terminal: "[#########...........]  42.0%, ETA 4m05s". */
 export function renderProgressBar(progress: Pick<ConversionProgress, 'percent' | 'eta_seconds'>, width = 30): string {
   const filled = Math.max(0, Math.min(width, Math.floor((progress.percent / 100) * width)));
-  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${describeProgress(progress).padStart(6)}`;
+  const eta = progress.eta_seconds === null ? '' : `, ETA ${formatDuration(progress.eta_seconds)}`;
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${`${progress.percent.toFixed(1)}%`.padStart(6)}${eta}`;
 }
