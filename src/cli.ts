@@ -201,6 +201,13 @@ async function cache(argv: string[]): Promise<void> {
     if ((action === 'show' || action === 'retry') && !imageId) throw new ConfigError(`cache ${action} needs an IMAGE id`);
     if (action === 'show' && values.watch) {
       if (values.json) throw new ConfigError('--watch prints lines; it does not go with --json');
+      // Ctrl-C on a terminal: end the bar's line, so the shell's prompt starts on a line of its own.
+      if (process.stdout.isTTY) {
+        process.once('SIGINT', () => {
+          process.stdout.write('\n');
+          process.exit(130);
+        });
+      }
       process.exitCode = await watchCache(runtime, imageId, workers, process.stdout);
       return;
     }

@@ -1,6 +1,6 @@
 import { runCommand } from '../../src/rawcache/exec';
 import { EtaEstimator, ProgressBoard, QemuProgressParser, describeProgress, formatDuration, renderProgressBar } from '../../src/rawcache/progress';
-import { watchFrame } from '../../src/ops/cache-commands';
+import { formatDetail, formatTable, watchFrame, type CacheDetail } from '../../src/ops/cache-commands';
 import { Metrics } from '../../src/ops/metrics';
 
 /** A clock the test moves by hand. */
@@ -163,5 +163,33 @@ describe('showing progress', () => {
       lines.push(frame.text);
     }
     expect(lines.join('')).toBe('Queued\nCaching\nCaching 1.0%\nCaching 5.0%\nCaching 12.0%\nError: broken\n');
+  });
+});
+
+describe('cache list and show with progress', () => {
+  const entry = {
+    id: 'img-1',
+    name: 'big',
+    status: 'active',
+    disk_format: 'qcow2',
+    cache_raw: 'True',
+    cache_raw_status: 'Caching',
+    cache_raw_size: '-',
+    cache_raw_url: null,
+    cache_raw_error: null,
+    progress: { percent: 42, eta_seconds: 245 },
+  };
+
+  test('the table has a Progress column, empty for an image not converting', () => {
+    const lines = formatTable([entry, { ...entry, id: 'img-2', cache_raw_status: 'Cached', cache_raw_size: '1024', progress: null }]).split('\n');
+    expect(lines[0]).toMatch(/Size +Progress +URL or error$/);
+    expect(lines[1]).toMatch(/Caching +- +42\.0%, ETA 4m05s *$/);
+    expect(lines[2]).toMatch(/Cached +1024 *$/);
+  });
+
+  test('show prints a progress line', () => {
+    const detail: CacheDetail = { ...entry, copy_present: false, copy_url: 'file:///raw/img-1.raw', verification: 'os_hash_value (sha512)' };
+    expect(formatDetail(detail)).toMatch(/^progress +42\.0%, ETA 4m05s$/m);
+    expect(formatDetail({ ...detail, progress: null })).toMatch(/^progress *$/m);
   });
 });
