@@ -8,7 +8,7 @@ import { createLogger, type ProcessLogger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { sweep } from './rawcache/reconciler';
 import { openQueue, openRawCacheRuntime } from './rawcache/runtime';
-import { formatDetail, formatTable, listCache, retryCache, showCache } from './ops/cache-commands';
+import { fetchProgress, formatDetail, formatTable, listCache, retryCache, showCache, watchCache } from './ops/cache-commands';
 import { createHealth, glanceCheck, queueCheck } from './ops/health';
 import { startOpsServer, startProxyOpsServer } from './ops/ops-server';
 import { createRawCacheTrigger } from './rawcache/trigger';
@@ -18,6 +18,7 @@ import { volumeFromImage } from './consumer/volume-from-image';
 import { serviceGlanceClient } from './rawcache/runtime';
 import { GlanceHttpError } from './rawcache/glance-client';
 import { RawCacheError } from './rawcache/types';
+import { ProgressBoard } from './rawcache/progress';
 
 const USAGE = `usage: stx-glance-proxy <command> [options]
 
@@ -27,6 +28,7 @@ commands:
   reconcile sweep once: requeue images whose raw copy is missing, stuck or orphaned [--json]
   cache list [--status S] [--json]   images with a raw cache and their state
   cache show IMAGE [--json]          one image's raw-cache state and whether its copy is there
+  cache show IMAGE --watch           follow a conversion (a bar on a terminal) until Cached (exit 0) or Error (1)
   cache retry IMAGE                  queue the image again (also from Error)
   stack     run the proxy; with no upstream configured, also a local real Glance and a worker
   config check [FILE]                every problem of a configuration, one line each naming the key
@@ -120,10 +122,12 @@ async function worker(argv: string[]): Promise<void> {
   const logger = createLogger(config.log.level, 'stx-glance-proxy-worker');
   const runtime = await openRawCacheRuntime(config, logger);
   const metrics = new Metrics('worker');
+  const progress = new ProgressBoard();
   const rawCacheWorker = new RawCacheWorker({
     ...runtime,
     config: config.rawcache,
     logger,
+    progress,
     onConversion: (outcome, seconds) => {
       metrics.conversions.inc({ outcome });
       metrics.conversionDuration.observe({ outcome }, seconds);
@@ -137,7 +141,9 @@ async function worker(argv: string[]): Promise<void> {
         async () => {
           const h = await runtime.queue.health().catch(() => undefined);
           if (h?.depth !== undefined) metrics.queueDepth.set(h.depth);
+          metrics.setConversionsInFlight(progress.snapshot());
         },
+        () => ({ conversions: progress.snapshot() }),
       )
     : undefined;
   await runtime.removeLeftovers();
@@ -181,7 +187,7 @@ async function cache(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
   const { values, positionals } = parseArgs({
     args: rest,
-    options: { ...COMMON_OPTIONS, json: { type: 'boolean' }, status: { type: 'string' } },
+    options: { ...COMMON_OPTIONS, json: { type: 'boolean' }, status: { type: 'string' }, watch: { type: 'boolean' } },
     allowPositionals: true,
     strict: true,
   });
@@ -189,18 +195,34 @@ async function cache(argv: string[]): Promise<void> {
   const logger = createLogger('error', 'stx-glance-proxy-cache');
   const runtime = await openRawCacheRuntime(config, logger);
   const print = (text: string) => process.stdout.write(`${text}\n`);
+  // The workers whose conversions in flight are shown (their ops listeners' /progress).
+  const workers = [...(config.metrics.worker_listen ? [config.metrics.worker_listen] : []), ...config.metrics.worker_progress_from];
   try {
+    if (values.watch && action !== 'show') throw new ConfigError('--watch is for cache show IMAGE');
     if (action === 'list') {
       const tty = process.stderr.isTTY && !values.json;
-      const entries = await listCache(runtime, values.status, tty ? (n) => process.stderr.write(`\rreading images: ${n}`) : undefined);
+      const inFlight = await fetchProgress(workers);
+      const entries = await listCache(runtime, values.status, tty ? (n) => process.stderr.write(`\rreading images: ${n}`) : undefined, inFlight);
       if (tty) process.stderr.write('\n');
       print(values.json ? JSON.stringify(entries) : formatTable(entries));
       return;
     }
     const imageId = positionals[0];
     if ((action === 'show' || action === 'retry') && !imageId) throw new ConfigError(`cache ${action} needs an IMAGE id`);
+    if (action === 'show' && values.watch) {
+      if (values.json) throw new ConfigError('--watch prints lines; it does not go with --json');
+      // Ctrl-C on a terminal: end the bar's line, so the shell's prompt starts on a line of its own.
+      if (process.stdout.isTTY) {
+        process.once('SIGINT', () => {
+          process.stdout.write('\n');
+          process.exit(130);
+        });
+      }
+      process.exitCode = await watchCache(runtime, imageId, workers, process.stdout);
+      return;
+    }
     if (action === 'show') {
-      const detail = await showCache(runtime, imageId);
+      const detail = await showCache(runtime, imageId, await fetchProgress(workers));
       if (!detail) throw new ConfigError(`no image ${imageId} in Glance`);
       print(values.json ? JSON.stringify(detail) : formatDetail(detail));
       return;

@@ -118,8 +118,17 @@ export interface ProxyConfig {
      * /healthcheck.
      */
     listen: string | null;
-    /** Where a worker serves its own /metrics and /healthcheck; null disables. */
+    /**
+     * Where a worker serves its own /metrics, /healthcheck and /progress (its conversions in
+     * flight); null disables.
+     */
     worker_listen: string | null;
+    /**
+     * Ops listeners (host:port) of workers on other hosts whose /progress `cache list` and `cache
+     * show` read, besides metrics.worker_listen: the percent and ETA of conversions in flight are
+     * shown only for the workers named here.
+     */
+    worker_progress_from: string[];
   };
 }
 

@@ -2,7 +2,8 @@ import client from 'prom-client';
 
 /**
  * Prometheus metrics of one process (proxy or worker), in the text format at /metrics.
- * Label values are bounded: route classes and status codes, never paths or ids.
+ * Label values are bounded: route classes and status codes, never paths; image ids only for the
+ * conversions in flight (at most rawcache.worker.concurrency of them).
  */
 export class Metrics {
   readonly registry = new client.Registry();
@@ -57,8 +58,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * Conversions in flight only (setConversionsInFlight replaces the set at each scrape), so the
+   * image_id label has at most rawcache.worker.concurrency values at a time.
+   */
+  readonly conversionProgress = new client.Gauge({
+    name: 'stx_glance_proxy_worker_conversion_progress_ratio',
+    help: 'Share of a conversion in flight done (0..1), from qemu-img convert -p, by image.',
+    labelNames: ['image_id'] as const,
+    registers: [this.registry],
+  });
+
+  readonly conversionEta = new client.Gauge({
+    name: 'stx_glance_proxy_worker_conversion_eta_seconds',
+    help: 'Estimated seconds left of a conversion in flight, by image; absent until enough progress was seen.',
+    labelNames: ['image_id'] as const,
+    registers: [this.registry],
+  });
+
   constructor(processName: string) {
     client.collectDefaultMetrics({ register: this.registry, prefix: `stx_glance_proxy_${processName}_` });
+  }
+
+  /** Replaces the progress gauges with the conversions in flight now: ended ones disappear. */
+  setConversionsInFlight(conversions: ReadonlyArray<{ image_id: string; percent: number; eta_seconds: number | null }>): void {
+    this.conversionProgress.reset();
+    this.conversionEta.reset();
+    for (const c of conversions) {
+      this.conversionProgress.set({ image_id: c.image_id }, c.percent / 100);
+      if (c.eta_seconds !== null) this.conversionEta.set({ image_id: c.image_id }, c.eta_seconds);
+    }
   }
 
   /** Sets gauges that are read on demand (queue depth), then renders the text format. */

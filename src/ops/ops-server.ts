@@ -12,8 +12,9 @@ export interface OpsServer {
 }
 
 /**
- * The listener for Prometheus and operators, apart from the API: /metrics (when metrics are on) and
- * the detailed /healthcheck. The worker has no API port, and the proxy's API port is public: check
+ * The listener for Prometheus and operators, apart from the API: /metrics (when metrics are on),
+ * the detailed /healthcheck and, on a worker, /progress (its conversions in flight, as JSON, which
+ * `cache list|show` read). The worker has no API port, and the proxy's API port is public: check
  * names, the upstream URL, queue depth and process metrics are for the operator only. Loopback by
  * default.
  */
@@ -22,10 +23,17 @@ export async function startOpsServer(
   metrics: Metrics | undefined,
   health: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>,
   refresh?: () => Promise<void>,
+  progress?: () => unknown,
 ): Promise<OpsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     if (path === '/healthcheck') return void health(req, res);
+    if (path === '/progress' && req.method === 'GET' && progress) {
+      const body = JSON.stringify(progress());
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) });
+      res.end(body);
+      return;
+    }
     if (path === '/metrics' && req.method === 'GET' && metrics) {
       void metrics.render(refresh).then(({ contentType, body }) => {
         res.writeHead(200, { 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(body)) });

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { StepWatch, type StepLimits } from './deadline';
+import { QemuProgressParser } from './progress';
 
 /**
  * Runs the external tools of the raw cache (qemu-img, rbd, ceph) with an AbortSignal, a wall-clock
@@ -20,6 +21,11 @@ export interface RunOptions {
    * killed and the run rejects with a DeadlineError.
    */
   limits?: StepLimits;
+  /**
+   * Called with each percent qemu-img's `-p` prints on stdout ("    (12.34/100%)", redrawn with
+   * \r). Only for qemu-img convert: other tools' output is not parsed.
+   */
+  onProgress?: (percent: number) => void;
 }
 
 export interface RunResult {
@@ -71,9 +77,14 @@ export function runCommand(command: string, args: readonly string[], options: Ru
     let stderrBytes = 0;
     let timedOut = false;
     let aborted = false;
+    const progress = options.onProgress ? new QemuProgressParser() : undefined;
 
     child.stdout.on('data', (chunk: Buffer) => {
       watch?.progress();
+      if (progress) {
+        const percent = progress.push(chunk.toString('latin1'));
+        if (percent !== undefined) options.onProgress!(percent);
+      }
       stdoutBytes += chunk.length;
       if (stdoutBytes > maxStdout) {
         stdoutOverflow = true;

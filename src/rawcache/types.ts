@@ -103,6 +103,8 @@ export interface CopySource {
   virtualSize: number;
   /** Deadline and stall limit of the conversion. */
   limits?: StepLimits;
+  /** Told each percent of the conversion qemu-img reports (the worker's progress board). */
+  onProgress?: (percent: number) => void;
   /**
    * The fence: called right before the copy is committed under its final name (rename, snapshot);
    * rejects when the job is no longer this worker's, and the write then removes its partial.

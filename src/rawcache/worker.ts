@@ -7,6 +7,7 @@ import { isAbortError } from './exec';
 import { GlanceHttpError, type GlanceClient } from './glance-client';
 import { containerFormatInHeader, inspectImage } from './inspect';
 import { removeLeftovers, workDirPlace } from './leftovers';
+import type { ProgressBoard } from './progress';
 import { decideRetry, retrySettingsOf } from './retry';
 import { RbdRawCopyTarget } from './targets/rbd';
 import {
@@ -61,6 +62,8 @@ export interface WorkerDeps {
   logger: Logger;
   /** Called with each finished conversion, for metrics. */
   onConversion?: (outcome: 'cached' | 'error' | 'retry' | 'cancelled', seconds: number) => void;
+  /** Where the conversions in flight report qemu-img's progress (the ops listener publishes it). */
+  progress?: ProgressBoard;
 }
 
 /** Why a conversion stopped before the end without having failed. */
@@ -230,6 +233,9 @@ export class RawCacheWorker {
       );
     }, WATCH_INTERVAL_MS);
     let sourcePath: string | undefined;
+    // Progress is qemu-img's: shown from its first report until the conversion ends, whatever ends it.
+    const { progress } = this.deps;
+    const onProgress = (percent: number): void => progress?.report(image.id, percent);
     try {
       await job.confirmOwnership();
       // Caching already: a run before this one died mid-way; start from a clean target and work dir.
@@ -244,7 +250,7 @@ export class RawCacheWorker {
       const from = await this.chooseDataSource(image, 'copy');
       let copy: { url: string; size: number };
       if (from.kind === 'in-place') {
-        copy = await this.convertInPlace(image, from, job, controller);
+        copy = await this.convertInPlace(image, from, job, controller, onProgress);
       } else {
         const source = await this.step('downloading the image data', controller.signal, (watch) =>
           fetchVerifiedSource(
@@ -262,7 +268,7 @@ export class RawCacheWorker {
         const info = await this.step('inspecting the image data', controller.signal, (watch) => inspectImage(source.path, String(image.disk_format), watch.signal), false);
         copy = await target.write(
           image.id,
-          { path: source.path, format: info.format, virtualSize: info.virtualSize, limits: this.stepLimits(), commit: () => job.confirmOwnership() },
+          { path: source.path, format: info.format, virtualSize: info.virtualSize, limits: this.stepLimits(), onProgress, commit: () => job.confirmOwnership() },
           controller.signal,
         );
       }
@@ -278,6 +284,7 @@ export class RawCacheWorker {
     } catch (err) {
       throw controller.signal.aborted && !(causeOf(err) instanceof DeadlineError) ? controller.signal.reason : err;
     } finally {
+      progress?.end(image.id);
       clearInterval(watch);
       job.signal.removeEventListener('abort', onLost);
       this.running.delete(controller);
@@ -315,7 +322,13 @@ export class RawCacheWorker {
    * final name) only once every byte was proven and the job still belongs to this worker. A
    * mismatch fails the commit, which removes the partial copy.
    */
-  private async convertInPlace(image: CachedImage, from: InPlaceSource, job: ClaimedJob, controller: AbortController): Promise<{ url: string; size: number }> {
+  private async convertInPlace(
+    image: CachedImage,
+    from: InPlaceSource,
+    job: ClaimedJob,
+    controller: AbortController,
+    onProgress: (percent: number) => void,
+  ): Promise<{ url: string; size: number }> {
     // Ends the read when the conversion ends first (a refusal, a failure): not a failure of the read.
     const stopRead = new AbortController();
     const readWatch = new StepWatch('reading the image data to verify it', this.stepLimits(), AbortSignal.any([controller.signal, stopRead.signal]));
@@ -348,6 +361,7 @@ export class RawCacheWorker {
           format: info.format,
           virtualSize: info.virtualSize,
           limits: this.stepLimits(),
+          onProgress,
           commit: async () => {
             await verified;
             await job.confirmOwnership();

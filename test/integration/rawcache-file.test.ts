@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -415,6 +416,50 @@ describe('raw cache with the file store and the SQLite queue', () => {
     // The cancelled run removes its source file once the job is settled, after that log line.
     await waitUntil(() => !readdirSync(join(dir, 'work')).some((n) => n.startsWith(id)), 10_000, `no work file of ${id}`);
   }, 90_000);
+
+  it("shows a conversion's progress while it runs (cache show, the worker's gauge), none once Cached; show --watch follows it to Cached", async () => {
+    await stopWorkers();
+    const id = await create({ name: 'progress', cache_raw: 'True' });
+    await upload(id, makeQcow2(dir, 'progress.qcow2', 256, 128, 0x55));
+    const worker = await startAWorker();
+    const cacheShow = async () => JSON.parse((await promisify(execFile)(process.execPath, [CLI, 'cache', 'show', id, '--config', configFile, '--json'])).stdout);
+    const gauge = (metrics: string) => new RegExp(`^stx_glance_proxy_worker_conversion_progress_ratio\\{image_id="${id}"\\} ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1];
+    // Held mid-way: the progress seen is the one of a conversion surely in flight.
+    const convert = await waitForProcess(isQemuImgConvertOf(id), 60_000, `qemu-img convert of ${id}`);
+    process.kill(convert, 'SIGSTOP');
+    let watchOutput = '';
+    let watch: ReturnType<typeof spawn> | undefined;
+    try {
+      const held = await cacheShow();
+      expect(held.cache_raw_status).toBe('Caching');
+      expect(held.progress.percent).toBeGreaterThanOrEqual(0);
+      expect(held.progress.percent).toBeLessThan(100);
+      const ratio = gauge(await (await fetch(`${worker.url}/metrics`)).text());
+      expect(ratio).toBeDefined();
+      expect(Number(ratio)).toBeCloseTo(held.progress.percent / 100, 6);
+      const inFlight = (await (await fetch(`${worker.url}/progress`)).json()) as { conversions: Array<{ image_id: string }> };
+      expect(inFlight.conversions.map((c) => c.image_id)).toEqual([id]);
+
+      // Not a terminal: plain lines, the first one once the watch has seen the conversion.
+      watch = spawn(process.execPath, [CLI, 'cache', 'show', id, '--watch', '--config', configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+      watch.stdout!.on('data', (chunk: Buffer) => (watchOutput += chunk.toString()));
+      await until(() => /^Caching \d+\.\d%/m.test(watchOutput));
+    } finally {
+      process.kill(convert, 'SIGCONT');
+    }
+    const [code] = (await once(watch!, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    const lines = watchOutput.trim().split('\n');
+    expect(lines[lines.length - 1]).toBe(`Cached (${256 * 1024 * 1024} bytes)`);
+    expect(lines.slice(0, -1).every((l) => /^Caching \d+\.\d%/.test(l))).toBe(true);
+    expect((await show(id)).cache_raw_status).toBe('Cached');
+
+    // Ended: no gauge for the image (its label is gone) and no progress shown.
+    expect(gauge(await (await fetch(`${worker.url}/metrics`)).text())).toBeUndefined();
+    expect((await cacheShow()).progress).toBeNull();
+    const { stdout: listed } = await promisify(execFile)(process.execPath, [CLI, 'cache', 'list', '--config', configFile, '--json']);
+    expect(JSON.parse(listed).find((e: { id: string }) => e.id === id).progress).toBeNull();
+  }, 180_000);
 
   it('converts two images at once in two workers of concurrency 1, each once', async () => {
     await stopWorkers();

@@ -15,7 +15,7 @@ describe('the stack with a local development Glance serves this host only', () =
   });
 
   it('refuses a listener that other hosts could reach, naming the setting', () => {
-    const loopback = { listen: '127.0.0.1:9292', metrics: { enabled: true, listen: '127.0.0.1:9293', worker_listen: null } };
+    const loopback = { listen: '127.0.0.1:9292', metrics: { enabled: true, listen: '127.0.0.1:9293', worker_listen: null, worker_progress_from: [] } };
     expect(() => assertStackServesThisHostOnly(loopback)).not.toThrow();
     expect(() => assertStackServesThisHostOnly({ ...loopback, listen: '0.0.0.0:9292' })).toThrow(/^config: listen 0\.0\.0\.0:9292 is not a loopback address/);
     expect(() => assertStackServesThisHostOnly({ ...loopback, metrics: { ...loopback.metrics, listen: '[::]:9293' } })).toThrow(/^config: metrics\.listen/);

@@ -15,11 +15,14 @@ export type ConvertSource = CopySource;
  * (qemu-img skips zeroes by default). `destination` is a local path or an `rbd:` spec.
  */
 export async function convertToRaw(source: ConvertSource, destination: string, signal: AbortSignal, extraArgs: readonly string[] = []): Promise<void> {
-  // -p: qemu-img prints its progress at each percent, which is what the stall limit watches.
+  // -p: qemu-img prints its progress at each percent, which is what the stall limit watches and
+  // the worker publishes. The conversion shows as 0% from the moment qemu-img is started.
+  source.onProgress?.(0);
   const result = await runCommand('qemu-img', ['convert', '-p', '-f', source.format, '-O', 'raw', ...extraArgs, qemuSourceSpec(source), destination], {
     signal,
     maxStdout: 4 * 1024 * 1024,
     limits: source.limits,
+    ...(source.onProgress ? { onProgress: source.onProgress } : {}),
   });
   if (result.code === 0) return;
   const summary = stderrSummary(result);
