@@ -494,7 +494,7 @@ describe('raw cache with Glance on Ceph RBD and the rbd target', () => {
           if (Date.now() > deadline || watch.exitCode !== null) throw new Error(`rbd watch ${spec} did not register a watch`);
         }
         await setCacheRaw(id, 'False');
-        await worker.waitForLog(new RegExp(`"image":"${spec}".*"message":"not removing an RBD image that a client has open; will retry"`), 30_000);
+        await worker.waitForLog(new RegExp(`^(?=.*"image":"${spec}")(?=.*"message":"not removing an RBD image that a client has open; will retry")`), 30_000);
         // Retried like any failure, then recorded: the owner and operators see why the copy stays.
         const refused = await waitForImage(id, (i) => i.cache_raw_status === 'Error', 60_000, false);
         expect(refused.cache_raw_error).toMatch(/^The RAW copy failed 2 times; last error: the RBD image \S+_raw is open by a client \(watchers: /);
