@@ -12,7 +12,9 @@ const machine = JSON.parse(read('machine.json'));
 const records = read('results.jsonl').trim().split('\n').map((line) => JSON.parse(line));
 
 const MiB = 1 << 20;
-const RSS_LIMIT_MIB = 150;
+// Memory budget: how far the peak may rise above the idle process (the runtime alone takes 55 to
+// 75 MiB depending on the Node release); holding either 2 GiB body would take 2 GiB.
+const RSS_GROWTH_LIMIT_MIB = 128;
 const TARGETS = ['direct', 'nginx', 'proxy'];
 // Streams are also measured through bench/bare-relay.js, the least a Node relay does.
 const DATA_TARGETS = ['direct', 'nginx', 'bare', 'proxy'];
@@ -100,6 +102,7 @@ const rss = Object.fromEntries(records.filter((r) => r.kind === 'rss').map((r) =
 const rssMiB = (phase) => rss[phase].peak_kib / 1024;
 const bigTransfer = (op) => records.find((r) => r.kind === 'transfer' && r.section === 'rss' && r.op === op);
 const rssPeak = Math.max(rssMiB('upload'), rssMiB('download'), rssMiB('hwm'));
+const rssGrowth = rssPeak - rssMiB('idle');
 
 const getGlance = getStats('get-glance');
 const getFast = getStats('get-fast');
@@ -126,7 +129,7 @@ function reading() {
     `* **Metadata GET against the trivial upstream** (the proxy's own cost). Pinned to one core with ${f.proxy.connections} connections, the proxy served ` +
       `${int(f.proxy.rps)} req/s, ${pct(f.proxy.rps, f.nginx.rps)} of nginx's rate, adding ${ms(f.proxy.p50 - f.direct.p50)} ms at p50 ` +
       `(nginx: ${ms(f.nginx.p50 - f.direct.p50)} ms); with that core saturated, a request costs about ${(1000 / f.proxy.rps).toFixed(2)} ms of CPU ` +
-      `(nginx: ${(1000 / f.nginx.rps).toFixed(2)} ms). This is the proxy's most expensive route (Express, the buffered JSON answer, enrichment). ` +
+      `(nginx: ${(1000 / f.nginx.rps).toFixed(2)} ms). This is the proxy's most expensive route (two HTTP hops, the buffered JSON answer, enrichment). ` +
       `Even so, one proxy core handles about ${Math.round(f.proxy.rps / g.direct.rps)} times what one Glance process answered in section 1.`,
   );
   const dg = dataGlance;
@@ -152,8 +155,8 @@ function reading() {
   );
   lines.push(
     `* **Memory.** The proxy's resident set peaked at ${rssPeak.toFixed(0)} MiB over a 2 GiB upload and a 2 GiB download ` +
-      `(idle after start: ${rssMiB('idle').toFixed(0)} MiB): ${rssPeak < RSS_LIMIT_MIB ? 'under' : '**over**'} the ${RSS_LIMIT_MIB} MiB budget, ` +
-      `so the bodies ${rssPeak < RSS_LIMIT_MIB ? 'are streamed, not buffered, in both directions' : 'are (at least partly) buffered in the proxy'}.`,
+      `(idle after start: ${rssMiB('idle').toFixed(0)} MiB), a rise of ${rssGrowth.toFixed(0)} MiB: ${rssGrowth < RSS_GROWTH_LIMIT_MIB ? 'under' : '**over**'} the ${RSS_GROWTH_LIMIT_MIB} MiB budget, ` +
+      `so the bodies ${rssGrowth < RSS_GROWTH_LIMIT_MIB ? 'are streamed, not buffered, in both directions' : 'are (at least partly) buffered in the proxy'}.`,
   );
   lines.push(
     `* **Noise.** This is a shared 2-vCPU VM (load average ${machine.load_before} before the run, ${machine.load_after} after it: ` +
@@ -226,7 +229,7 @@ ${table(
   ],
 )}
 
-Budget: ${RSS_LIMIT_MIB} MiB. Result: **${rssPeak < RSS_LIMIT_MIB ? 'within budget' : 'OVER BUDGET'}** (peak ${rssPeak.toFixed(1)} MiB).
+Budget: a peak at most ${RSS_GROWTH_LIMIT_MIB} MiB above the idle process. Result: **${rssGrowth < RSS_GROWTH_LIMIT_MIB ? 'within budget' : 'OVER BUDGET'}** (peak ${rssPeak.toFixed(1)} MiB, ${rssGrowth.toFixed(1)} MiB above idle).
 
 ## Reading
 
