@@ -55,7 +55,9 @@ run_processes() {
 
 machine_state >"$state/before"
 status=0
-STX_TEST_RUN=$run_id TMPDIR=$run_tmp node_modules/.bin/jest "$@" || status=$?
+# Node 22 and later keep a module compile cache in the temp dir when a program asks for one (npm and
+# tsc do); the tests' processes must leave the run's temp dir empty, so none of them keeps one.
+STX_TEST_RUN=$run_id TMPDIR=$run_tmp NODE_DISABLE_COMPILE_CACHE=1 node_modules/.bin/jest "$@" || status=$?
 
 # A stopped service's watchdog may still be on its way out: give the processes a few seconds.
 for _ in $(seq 1 50); do
