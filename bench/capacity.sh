@@ -61,19 +61,6 @@ Raw outputs: bench/out/capacity/.
 <!-- capacity:end -->
 SECTION
 
-node -e '
-const fs = require("node:fs");
-const [file, sectionFile] = process.argv.slice(1);
-const section = fs.readFileSync(sectionFile, "utf8").trimEnd();
-let text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
-const begin = text.indexOf("<!-- capacity:begin");
-const endMarker = "<!-- capacity:end -->";
-const end = text.indexOf(endMarker);
-text = begin >= 0 && end > begin
-  ? text.slice(0, begin) + section + text.slice(end + endMarker.length)
-  : text.trimEnd() + "\n\n" + section + "\n";
-fs.writeFileSync(file, text);
-' bench/RESULTS.md "$section"
-cp "$section" "$OUT/section.md"
+write_section capacity "$section"
 rm -f "$section"
 log "done: the Raw-cache capacity section of bench/RESULTS.md"

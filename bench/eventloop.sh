@@ -105,17 +105,6 @@ Medians of $ROUNDS interleaved rounds (each round's value in brackets).
 Raw outputs: bench/out/eventloop/.
 <!-- eventloop:end -->
 SECTION
-node -e '
-const fs = require("node:fs");
-const [file, sectionFile] = process.argv.slice(1);
-const section = fs.readFileSync(sectionFile, "utf8").trimEnd();
-let text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
-const begin = text.indexOf("<!-- eventloop:begin");
-const endMarker = "<!-- eventloop:end -->";
-const end = text.indexOf(endMarker);
-text = begin >= 0 && end > begin ? text.slice(0, begin) + section + text.slice(end + endMarker.length) : text.trimEnd() + "\n\n" + section + "\n";
-fs.writeFileSync(file, text);
-' bench/RESULTS.md "$section"
-cp "$section" "$OUT/section.md"
+write_section eventloop "$section"
 rm -f "$section"
 log "done: the Event loop section of bench/RESULTS.md"

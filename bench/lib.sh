@@ -51,3 +51,33 @@ start_holder() {
   done
   die "$what did not start within $seconds s, see ${file%.json}.log"
 }
+
+# write_section NAME FILE: puts the section in FILE (which begins with "<!-- NAME:begin" and ends with
+# "<!-- NAME:end -->") into bench/RESULTS.md in place of the one a previous run wrote, or at the end,
+# and keeps a copy in $OUT/section.md. Every other section of RESULTS.md stays as it is.
+write_section() {
+  local name=$1 file=$2
+  node -e '
+const fs = require("node:fs");
+const [results, name, sectionFile] = process.argv.slice(1);
+const section = fs.readFileSync(sectionFile, "utf8").trimEnd();
+let text = fs.existsSync(results) ? fs.readFileSync(results, "utf8") : "";
+const begin = text.indexOf(`<!-- ${name}:begin`);
+const endMarker = `<!-- ${name}:end -->`;
+const end = text.indexOf(endMarker);
+text = begin >= 0 && end > begin
+  ? text.slice(0, begin) + section + text.slice(end + endMarker.length)
+  : text.trimEnd() + "\n\n" + section + "\n";
+fs.writeFileSync(results, text);
+' bench/RESULTS.md "$name" "$file"
+  cp "$file" "$OUT/section.md"
+}
+
+# require_room TMP_GIB MEM_GIB: stops unless the temp dir has TMP_GIB free and MEM_GIB of memory is available.
+require_room() {
+  local free_gib free_mem_gib
+  free_gib=$(df --output=avail -BG "${TMPDIR:-/tmp}" | tail -1 | tr -dc 0-9)
+  [ "$free_gib" -ge "$1" ] || die "needs $1 GiB free in ${TMPDIR:-/tmp} (has ${free_gib} GiB)"
+  free_mem_gib=$(awk '/^MemAvailable/ { printf "%d", $2 / 1048576 }' /proc/meminfo)
+  [ "$free_mem_gib" -ge "$2" ] || die "needs $2 GiB of available memory for Ceph's memstore and Glance (has ${free_mem_gib} GiB)"
+}

@@ -45,10 +45,7 @@ if [ -x scripts/ensure-system-deps.sh ]; then bash scripts/ensure-system-deps.sh
 for tool in curl jq qemu-img qemu-io rbd ceph glance-api; do
   command -v "$tool" >/dev/null || die "$tool is not installed (scripts/ensure-system-deps.sh glance ceph)"
 done
-free_gib=$(df --output=avail -BG "${TMPDIR:-/tmp}" | tail -1 | tr -dc 0-9)
-[ "$free_gib" -ge 6 ] || die "needs 6 GiB free in ${TMPDIR:-/tmp} (has ${free_gib} GiB)"
-free_mem_gib=$(awk '/^MemAvailable/ { printf "%d", $2 / 1048576 }' /proc/meminfo)
-[ "$free_mem_gib" -ge 6 ] || die "needs 6 GiB of available memory for Ceph's memstore and Glance (has ${free_mem_gib} GiB)"
+require_room 6 6
 
 log "building"
 npm run --silent build >"$OUT/build.log" 2>&1 || die "npm run build failed, see $OUT/build.log"
@@ -201,18 +198,5 @@ Raw outputs: bench/out/volume-from-image/.
 <!-- volume-from-image:end -->
 EOF
 
-node -e '
-const fs = require("node:fs");
-const [file, sectionFile] = process.argv.slice(1);
-const section = fs.readFileSync(sectionFile, "utf8").trimEnd();
-let text = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
-const begin = text.indexOf("<!-- volume-from-image:begin");
-const endMarker = "<!-- volume-from-image:end -->";
-const end = text.indexOf(endMarker);
-text = begin >= 0 && end > begin
-  ? text.slice(0, begin) + section + text.slice(end + endMarker.length)
-  : text.trimEnd() + "\n\n" + section + "\n";
-fs.writeFileSync(file, text);
-' bench/RESULTS.md "$section"
-cp "$section" "$OUT/section.md"
+write_section volume-from-image "$section"
 log "done: the Volume from image section of bench/RESULTS.md"
